@@ -1,0 +1,3 @@
+from bcrun.cli import main
+
+main()

@@ -1,0 +1,307 @@
+"""The command line: every option lives here, and nothing else does.
+
+``bcrun [OPTIONS] [--] COMMAND [ARGS]...`` runs a build (the ``run``
+subcommand, implied when the first word is not a subcommand's name);
+``bcrun jobs|pause|resume|status`` control running builds; ``bcrun serve``
+is the multi-build server.
+
+Exit status: the build's own; 125 for bcrun's errors, 126 when COMMAND cannot
+be run, 127 when it is not found (as nice(1) and env(1) do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import click
+
+from bcrun import __version__
+from bcrun.commands import JobsValue, parse_jobs_value
+from bcrun.control import choose_instance, query_status, running_instances, send_command
+from bcrun.errors import BcrunError, LaunchError
+from bcrun.launcher import ExitStatus, exit_like
+from bcrun.metrics import usable_cpus
+from bcrun.policies import POLICIES, Policy
+from bcrun.protocol import COUNT_MAX
+from bcrun.serve import serve
+from bcrun.settings import Settings
+from bcrun.wrapper import run_build
+
+#: Status for bcrun's own errors, as nice(1) and env(1) use it.
+EXIT_ERROR = 125
+
+
+class PolicyList(click.ParamType):
+    """``--policy a,b``: names of policies, combined by the smallest cap."""
+
+    name = "POLICY[,POLICY...]"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> list[Policy]:
+        if isinstance(value, list):
+            return value
+        names = [name.strip() for name in str(value).split(",")]
+        unknown = [name for name in names if name not in POLICIES]
+        if unknown or not names:
+            self.fail(
+                f"unknown policy {unknown[0] if unknown else value!r} "
+                f"(choose from {', '.join(POLICIES)})",
+                param,
+                ctx,
+            )
+        return [POLICIES[name] for name in dict.fromkeys(names)]
+
+
+class JobsParam(click.ParamType):
+    """A job count, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> JobsValue:
+        if value in ("pause", "resume"):
+            self.fail(f"use 'bcrun {value}' to {value}", param, ctx)
+        try:
+            return parse_jobs_value(str(value))
+        except BcrunError as err:
+            self.fail(str(err), param, ctx)
+
+
+COUNT = click.IntRange(0, COUNT_MAX)
+
+
+class BcrunGroup(click.Group):
+    """Runs ``run`` when the first argument names no subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in {*self.commands, "--help", "-h", "--version"}:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("bcrun", "[OPTIONS] [--] COMMAND [ARGS]...")
+        formatter.write_usage("bcrun", "SUBCOMMAND [ARGS]...", prefix="   or: ")
+
+    def format_options(
+        self, ctx: click.Context, formatter: click.HelpFormatter
+    ) -> None:
+        # The options of a build first: they are what 'bcrun [OPTIONS]' means.
+        self.commands["run"].format_options(ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+
+@click.group(
+    cls=BcrunGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="'bcrun SUBCOMMAND --help' tells more of each.  See bcrun(1).",
+)
+@click.version_option(__version__, prog_name="bcrun", hidden=True)
+def cli() -> None:
+    """Run a build whose number of parallel jobs can change while it runs.
+
+    bcrun starts COMMAND with BUILDSOCKET and BUILDTOKEN in its environment
+    and serves the build-control protocol on that socket, sending the build
+    the job count its policy chooses, or the one you set with 'bcrun jobs'.
+    """
+
+
+@cli.command(
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run COMMAND under control (the default subcommand).",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=COUNT,
+    default=None,
+    metavar="N",
+    help="Jobs for the fixed policy [default: the CPUs bcrun may use].",
+)
+@click.option(
+    "-p",
+    "--policy",
+    "policies",
+    type=PolicyList(),
+    default="fixed",
+    show_default=True,
+    help=f"Policies to combine, the smallest cap winning: {', '.join(POLICIES)}.",
+)
+@click.option("--min-jobs", type=COUNT, default=0, metavar="N", help="Never fewer.")
+@click.option("--max-jobs", type=COUNT, default=None, metavar="N", help="Never more.")
+@click.option(
+    "--tick",
+    type=click.FloatRange(0.05, 60),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often policies sample the machine.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Say each change and why.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    jobs: int | None,
+    policies: list[Policy],
+    min_jobs: int,
+    max_jobs: int | None,
+    tick: float,
+    verbose: bool,
+    command: Sequence[str],
+) -> ExitStatus:
+    """Run COMMAND with BUILDSOCKET and BUILDTOKEN set and control its jobs.
+
+    Options after COMMAND belong to COMMAND: 'bcrun -j 4 make -k' gives -k
+    to make.  Use '--' before a COMMAND named like a subcommand.
+    """
+    if max_jobs is not None and max_jobs < min_jobs:
+        raise click.BadParameter(
+            f"{max_jobs} is below --min-jobs {min_jobs}", param_hint="--max-jobs"
+        )
+    settings = Settings(
+        jobs=usable_cpus() if jobs is None else jobs,
+        min_jobs=min_jobs,
+        max_jobs=max_jobs,
+        tick_s=tick,
+    )
+    return asyncio.run(run_build(list(command), policies, settings, verbose))
+
+
+pid_option = click.option(
+    "--pid", type=int, default=None, help="The bcrun to control, when several run."
+)
+
+
+@cli.command()
+@click.argument("value", type=JobsParam())
+@pid_option
+def jobs(value: JobsValue, pid: int | None) -> None:
+    """Set a running build's job count: N pins it, 'auto' hands it back
+    to the policy."""
+    _command(pid, f"1:{value}")
+
+
+@cli.command()
+@pid_option
+def pause(pid: int | None) -> None:
+    """Start no new job until 'bcrun resume' (running jobs finish)."""
+    _command(pid, "1:pause")
+
+
+@cli.command()
+@pid_option
+def resume(pid: int | None) -> None:
+    """Undo 'bcrun pause'."""
+    _command(pid, "1:resume")
+
+
+def _command(pid: int | None, command: str) -> None:
+    instance = choose_instance(pid)
+    for line in send_command(instance, command):
+        click.echo(f"{instance.pid}: {line}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@pid_option
+def status(as_json: bool, pid: int | None) -> None:
+    """Show your running builds: jobs, mode, policy and why."""
+    instances = [choose_instance(pid)] if pid is not None else running_instances()
+    statuses = []
+    for instance in instances:
+        try:
+            statuses.append(query_status(instance))
+        except BcrunError as err:
+            click.echo(f"bcrun: {err}", err=True)
+    if as_json:
+        click.echo(json.dumps(statuses, indent=2))
+        return
+    if not statuses:
+        click.echo("no bcrun of yours is running")
+        return
+    rows = [("PID", "JOBS", "MODE", "CLIENTS", "UPTIME", "COMMAND", "WHY")]
+    for s in statuses:
+        rows.append(
+            (
+                str(s["pid"]),
+                str(s["jobs"]),
+                s["mode"],
+                str(s["clients"]),
+                _duration(time.time() - s["started"]),
+                " ".join(s["argv"])[:40],
+                s["reason"],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+@cli.command(name="serve")
+@click.option("-d", "--debug", is_flag=True, help="Log connections to stderr.")
+@click.option(
+    "-l",
+    "long_tokens",
+    is_flag=True,
+    help="'new' prints BUILDSOCKET=... BUILDTOKEN=...",
+)
+@click.option(
+    "-t",
+    "test_mode",
+    is_flag=True,
+    help="Test mode: builder 1 exists at once with token '1-'; unix sockets 0666.",
+)
+@click.option("-u", "user", metavar="USER", help="Become USER once listening.")
+@click.argument("addresses", nargs=-1, required=True, metavar="ADDRESS...")
+def serve_command(
+    debug: bool,
+    long_tokens: bool,
+    test_mode: bool,
+    user: str | None,
+    addresses: Sequence[str],
+) -> None:
+    """Serve many builds on ADDRESS... (a path, HOST:PORT, [V6]:PORT or
+    :PORT; TCP is loopback unless a host is given; port 0 picks one).
+
+    Commands come on standard input and from connections that send the
+    control token printed at start: new, N:JOBS, N:pause, N:resume, dump,
+    status, help, quit.
+    """
+    asyncio.run(serve(addresses, debug, long_tokens, test_mode, user))
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: run the command line, exit as the build or bcrun says."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args, prog_name="bcrun", standalone_mode=False)
+    except LaunchError as err:
+        _fail(str(err), err.exit_code)
+    except BcrunError as err:
+        _fail(str(err), EXIT_ERROR)
+    except click.UsageError as err:
+        _fail(f"{err.format_message()} (try 'bcrun --help')", EXIT_ERROR)
+    except click.ClickException as err:
+        _fail(err.format_message(), EXIT_ERROR)
+    except (click.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    if isinstance(result, ExitStatus):
+        exit_like(result)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"bcrun: {message}", err=True)
+    sys.exit(code)

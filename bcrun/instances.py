@@ -1,0 +1,217 @@
+"""The private runtime directories of running bcrun instances.
+
+Each running ``bcrun`` owns one directory, ``PARENT/PID``, mode 0700, holding
+its unix socket (``sock``), a record of the build (``instance.json``, which
+also holds the control token) and a lock file that it keeps locked for its
+whole life.  A directory whose lock can be taken belongs to a bcrun that died
+(SIGKILL, power loss): any later bcrun removes it.
+
+PARENT is ``$XDG_RUNTIME_DIR/bcrun`` when that is usable, else
+``$TMPDIR/bcrun-UID``, else ``/tmp/bcrun-UID``; a parent that is a symbolic
+link, owned by someone else or writable by others is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bcrun.errors import RuntimeDirError
+from bcrun.protocol import Token
+
+SOCKET_NAME = "sock"
+RECORD_NAME = "instance.json"
+LOCK_NAME = "lock"
+
+#: sun_path holds 108 bytes on Linux, 104 on the BSDs, NUL included.
+SOCKET_PATH_MAX = 103
+
+#: A half-made directory (".new-*") older than this is debris.
+DEBRIS_AGE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What one running bcrun tells the others about itself."""
+
+    pid: int
+    directory: Path
+    argv: tuple[str, ...]
+    started: float
+    control_token: Token
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / SOCKET_NAME
+
+
+def candidate_parents() -> list[Path]:
+    """Where instance directories may live, best first."""
+    uid = os.geteuid()
+    parents = []
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
+        parents.append(Path(xdg) / "bcrun")
+    parents.append(Path(tempfile.gettempdir()) / f"bcrun-{uid}")
+    parents.append(Path("/tmp") / f"bcrun-{uid}")
+    return list(dict.fromkeys(parents))
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create *path* mode 0700 or check that the existing one is ours alone."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    try:
+        st = os.lstat(path)
+    except OSError as err:
+        raise RuntimeDirError(f"{path}: {err.strerror}") from err
+    if stat.S_ISLNK(st.st_mode):
+        raise RuntimeDirError(f"{path}: is a symbolic link; refusing to use it")
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeDirError(f"{path}: not a directory")
+    if st.st_uid != os.geteuid():
+        raise RuntimeDirError(f"{path}: owned by uid {st.st_uid}, not by you")
+    if st.st_mode & 0o022:
+        raise RuntimeDirError(f"{path}: writable by others; refusing to use it")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def _usable_parent() -> Path:
+    errors = []
+    for parent in candidate_parents():
+        # A socket path longer than sun_path would be cut: pick a shorter parent.
+        longest = parent / str(2**22) / SOCKET_NAME
+        if len(os.fsencode(longest)) > SOCKET_PATH_MAX:
+            errors.append(f"{parent}: too long a path for a unix socket")
+            continue
+        try:
+            ensure_private_dir(parent)
+        except (RuntimeDirError, OSError) as err:
+            errors.append(str(err))
+            continue
+        return parent
+    raise RuntimeDirError("no usable runtime directory: " + "; ".join(errors))
+
+
+class InstanceDir:
+    """The directory of this bcrun: created on enter, removed on exit."""
+
+    def __init__(self, argv: list[str], control_token: Token) -> None:
+        self.argv = argv
+        self.control_token = control_token
+        self.path = Path()
+        self._lock_fd = -1
+
+    @property
+    def socket(self) -> Path:
+        return self.path / SOCKET_NAME
+
+    def __enter__(self) -> InstanceDir:
+        parent = _usable_parent()
+        remove_stale(parent)
+        try:
+            work = Path(tempfile.mkdtemp(prefix=".new-", dir=parent))
+            self._lock_fd = os.open(work / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            record = {
+                "pid": os.getpid(),
+                "argv": self.argv,
+                "started": time.time(),
+                "control_token": str(self.control_token),
+            }
+            fd = os.open(work / RECORD_NAME, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+            # Published by one rename, so a reader never sees it half made.
+            self.path = parent / str(os.getpid())
+            os.rename(work, self.path)
+        except OSError as err:
+            self.__exit__()
+            raise RuntimeDirError(f"cannot create a runtime directory: {err}") from err
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.path != Path():
+            shutil.rmtree(self.path, ignore_errors=True)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def _owner_alive(directory: Path) -> bool:
+    """Whether the bcrun that made *directory* still holds its lock."""
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_stale(parent: Path) -> None:
+    """Remove the directories of dead bcruns (and old half-made ones)."""
+    for entry in _entries(parent):
+        if entry.name.startswith(".new-"):
+            with contextlib.suppress(OSError):
+                if time.time() - entry.lstat().st_mtime > DEBRIS_AGE_S:
+                    shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.isdigit() and not _owner_alive(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _entries(parent: Path) -> Iterator[Path]:
+    try:
+        yield from parent.iterdir()
+    except OSError:
+        return
+
+
+def read_instance(directory: Path) -> Instance | None:
+    """The record in *directory*, or None if it is missing or unreadable."""
+    try:
+        with open(directory / RECORD_NAME) as f:
+            record = json.load(f)
+        number, _, secret = record["control_token"].partition("-")
+        return Instance(
+            pid=int(record["pid"]),
+            directory=directory,
+            argv=tuple(record["argv"]),
+            started=float(record["started"]),
+            control_token=Token(int(number), secret),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def running_instances() -> list[Instance]:
+    """The live bcrun instances of this user, oldest first."""
+    found = []
+    for parent in candidate_parents():
+        if not parent.exists():
+            continue
+        try:
+            ensure_private_dir(parent)
+        except RuntimeDirError:
+            continue
+        remove_stale(parent)
+        for entry in _entries(parent):
+            if entry.name.isdigit() and _owner_alive(entry):
+                instance = read_instance(entry)
+                if instance is not None:
+                    found.append(instance)
+    return sorted(found, key=lambda i: i.started)

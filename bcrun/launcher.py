@@ -1,0 +1,167 @@
+"""Starting the build, passing signals on, and ending the way it ended.
+
+bcrun must be invisible to the shell that started it: the build keeps its
+standard streams and process group (so the terminal's Ctrl-C reaches it
+directly), and bcrun exits with the build's status, or dies of the same
+signal (see ``exit_like``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+
+from bcrun.errors import LaunchError
+
+#: Signals passed on to the build whenever bcrun receives them.
+FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+
+#: Signals a terminal sends to its whole foreground process group, the build
+#: included: passed on only when they cannot have come from the terminal.
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a process ended: an exit code, or the signal that killed it."""
+
+    code: int = 0
+    signal: int = 0
+
+    @classmethod
+    def from_returncode(cls, returncode: int) -> ExitStatus:
+        """Decode asyncio's returncode, negative for death by a signal."""
+        if returncode < 0:
+            return cls(signal=-returncode)
+        return cls(code=returncode)
+
+    @property
+    def shell_code(self) -> int:
+        """What ``$?`` shows: the code, or 128 + the signal number."""
+        return 128 + self.signal if self.signal else self.code
+
+    def describe(self) -> str:
+        if self.signal:
+            return f"terminated by {signal_name(self.signal)}"
+        return f"exited with status {self.code}"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+async def spawn(argv: list[str], env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """Start *argv* with bcrun's standard streams and process group.
+
+    Raises LaunchError with status 127 when the command is not found and 126
+    when it cannot be run, as a shell would.
+    """
+    try:
+        return await asyncio.create_subprocess_exec(*argv, env=dict(env))
+    except FileNotFoundError as err:
+        if "/" in argv[0]:
+            raise LaunchError(f"{argv[0]}: No such file or directory", 127) from err
+        raise LaunchError(f"{argv[0]}: command not found", 127) from err
+    except OSError as err:
+        raise LaunchError(f"{argv[0]}: {err.strerror or err}", 126) from err
+
+
+def _from_terminal() -> bool:
+    """Whether our process group is a terminal's foreground group, in which
+    case a SIGINT or SIGQUIT reached the build without our help."""
+    for fd in (0, 1, 2):
+        try:
+            if os.tcgetpgrp(fd) == os.getpgrp():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+class SignalRelay:
+    """Pass bcrun's signals on to the build while it runs.
+
+    Signals ignored when bcrun started are left ignored, so the build
+    inherits that (``nohup bcrun make`` ignores SIGHUP as ``nohup make``
+    would).  *handlers* maps extra signals (SIGUSR1, SIGUSR2) to callbacks.
+    """
+
+    def __init__(
+        self, handlers: Mapping[int, Callable[[], None]] | None = None
+    ) -> None:
+        self.handlers = dict(handlers or {})
+        self.pid = 0
+        #: Signals that came before the build was started, passed on then.
+        self._early: list[int] = []
+        self._installed: list[int] = []
+
+    def attach(self, pid: int) -> None:
+        """The build has started as *pid*: signals go to it from now on."""
+        self.pid = pid
+        for sig in self._early:
+            self._forward(sig)
+        self._early.clear()
+
+    def __enter__(self) -> SignalRelay:
+        loop = asyncio.get_running_loop()
+        wanted: dict[int, Callable[[], None]] = dict(self.handlers)
+        for sig in FORWARDED:
+            wanted[sig] = lambda sig=sig: self._forward(sig)
+        for sig in TERMINAL_SIGNALS:
+            wanted[sig] = lambda sig=sig: self._forward_unless_terminal(sig)
+        for sig, callback in wanted.items():
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            loop.add_signal_handler(sig, callback)
+            self._installed.append(sig)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._installed:
+            loop.remove_signal_handler(sig)
+        self._installed.clear()
+
+    def _forward(self, sig: int) -> None:
+        if not self.pid:
+            self._early.append(sig)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def _forward_unless_terminal(self, sig: int) -> None:
+        if not _from_terminal():
+            self._forward(sig)
+
+
+def exit_like(status: ExitStatus) -> NoReturn:
+    """End this process the way the build ended: same code, or same signal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if status.signal:
+        sig = status.signal
+        # The build's core dump, if any, is the one the user wants, not ours.
+        try:
+            _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+        except (OSError, ValueError):
+            pass
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+            os.kill(os.getpid(), sig)
+        except (OSError, ValueError):
+            pass
+        # Still alive: a signal whose default is not to terminate.
+        os._exit(status.shell_code)
+    sys.exit(status.code)

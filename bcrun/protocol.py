@@ -1,0 +1,165 @@
+"""The build-control protocol without I/O: framing, counts, tokens, addresses.
+
+Everything here is pure so that it can be tested with any chunking of any
+byte stream.  The wire format is described in bcrun(1), section PROTOCOL.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from bcrun.errors import ProtocolError
+
+#: Longest line a peer may send us, line ending excluded.  A token is
+#: ``N-`` plus 32 hex digits; control commands are shorter still.
+LINE_MAX = 256
+
+#: Largest job count on the wire: what a C ``int`` holds, the type the
+#: patched tools store it in.
+COUNT_MAX = 2**31 - 1
+
+#: Random bytes in a token's secret: 128 bits, above the protocol's 96.
+SECRET_BYTES = 16
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_COUNT_RE = re.compile(r"[0-9]{1,10}")
+_TOKEN_RE = re.compile(r"([0-9]{1,9})-([0-9a-f]*)")
+
+
+class LineDecoder:
+    """Split a byte stream into lines, whatever the chunking.
+
+    A line ends with ``\\r\\n``, ``\\n`` or a lone ``\\r``; a ``\\r\\n`` split
+    between two reads is one ending, not an empty line.  Empty lines are
+    dropped.  A line longer than *limit* bytes raises :class:`ProtocolError`
+    as soon as it is known to be too long, so a peer cannot make us buffer
+    more than *limit* bytes.
+    """
+
+    def __init__(self, limit: int = LINE_MAX) -> None:
+        self.limit = limit
+        self._pending = bytearray()
+        self._after_cr = False
+
+    def feed(self, data: bytes) -> list[str]:
+        if self._after_cr and data.startswith(b"\n"):
+            data = data[1:]
+        self._after_cr = data.endswith(b"\r")
+        *complete, rest = _LINE_END.split(data)
+        lines = []
+        for part in complete:
+            self._append(part)
+            if self._pending:
+                lines.append(self._pending.decode("latin-1"))
+                self._pending.clear()
+        self._append(rest)
+        return lines
+
+    def _append(self, data: bytes) -> None:
+        self._pending += data
+        if len(self._pending) > self.limit:
+            raise ProtocolError(f"line longer than {self.limit} bytes")
+
+
+def parse_count(line: str) -> int:
+    """The job count a line holds: a decimal integer from 0 to COUNT_MAX."""
+    if not _COUNT_RE.fullmatch(line):
+        raise ProtocolError(f"not a job count: {line[:40]!r}")
+    count = int(line)
+    if count > COUNT_MAX:
+        raise ProtocolError(f"job count out of range: {line}")
+    return count
+
+
+def format_count(count: int) -> bytes:
+    """One count line as a controller sends it."""
+    if not 0 <= count <= COUNT_MAX:
+        raise ValueError(f"job count out of range: {count}")
+    return b"%d\r\n" % count
+
+
+def format_line(text: str) -> bytes:
+    """One line of text as bcrun sends it."""
+    return text.encode("utf-8", "replace") + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Token:
+    """A build's credential, ``N-SECRET`` on the wire.
+
+    *number* lets a server find the build without a search; only *secret*
+    is checked, in constant time.
+    """
+
+    number: int
+    secret: str
+
+    def __str__(self) -> str:
+        return f"{self.number}-{self.secret}"
+
+    def __repr__(self) -> str:
+        # Never show the secret: reprs end up in logs and tracebacks.
+        return f"Token({self.number}, <secret>)"
+
+    @classmethod
+    def new(cls, number: int) -> Token:
+        return cls(number, secrets.token_hex(SECRET_BYTES))
+
+    def matches(self, line: str) -> bool:
+        """Whether *line* is this token, compared in constant time."""
+        return hmac.compare_digest(line.encode("latin-1"), str(self).encode("ascii"))
+
+
+def token_number(line: str) -> int | None:
+    """The build number a token line claims, or None if it is not ``N-hex``."""
+    match = _TOKEN_RE.fullmatch(line)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class UnixAddress:
+    path: str
+
+    def __str__(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class InetAddress:
+    host: str | None  # None: the local host
+    service: str
+
+    def __str__(self) -> str:
+        host = self.host or ""
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self.service}"
+
+
+Address = UnixAddress | InetAddress
+
+
+def parse_address(value: str) -> Address:
+    """Read a BUILDSOCKET value: a path, ``host:service``, ``[v6]:service``
+    or ``:service``.  A value starting with ``/`` or ``.``, or holding no
+    ``:``, is a path.
+    """
+    if not value:
+        raise ProtocolError("empty socket address")
+    if value[0] in "/." or ":" not in value:
+        return UnixAddress(value)
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not host or not rest.startswith(":"):
+            raise ProtocolError(f"bad address {value!r}: expected [v6-address]:port")
+        service = rest[1:]
+    else:
+        host, _, service = value.rpartition(":")
+        if ":" in host:
+            raise ProtocolError(f"bad address {value!r}: write IPv6 as [addr]:port")
+    if not service:
+        raise ProtocolError(f"bad address {value!r}: no port")
+    return InetAddress(host or None, service)

@@ -1,0 +1,170 @@
+"""``bcrun COMMAND``: run one build and serve its control in this process.
+
+Who owns what: :func:`run_build` owns the instance directory, the hub (which
+owns the listener and every connection) and a task group holding the policy
+ticker.  Each lives exactly as long as the build: when the child exits, the
+ticker is cancelled, the hub closes every connection, and the directory with
+its socket is removed, whatever the exit path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bcrun.commands import HELP, Command, Dump, Help, New, Quit, SetJobs, Status
+from bcrun.errors import BcrunError, ControlError
+from bcrun.governor import Governor
+from bcrun.instances import InstanceDir
+from bcrun.launcher import ExitStatus, SignalRelay, spawn
+from bcrun.metrics import sample
+from bcrun.policies import Policy
+from bcrun.protocol import Token
+from bcrun.server import Build, Hub, describe_connections
+from bcrun.settings import Settings
+
+#: The wrapper serves one build, always number 1.
+BUILD_NUMBER = 1
+
+
+class Wrapper:
+    """The state of one wrapped build, and the commands that change it."""
+
+    def __init__(
+        self, argv: Sequence[str], governor: Governor, verbose: bool = False
+    ) -> None:
+        self.argv = list(argv)
+        self.governor = governor
+        self.verbose = verbose
+        self.started = time.time()
+        self.hub = Hub(control_token=Token.new(0), controller=self)
+        self.build: Build = self.hub.add_build(Token.new(BUILD_NUMBER))
+        self._warned = False
+
+    # -- the count ---------------------------------------------------------
+
+    def apply(self) -> None:
+        """Send the governor's count if it changed."""
+        old, new = self.build.count, self.governor.count
+        if old == new:
+            return
+        if self.verbose and old is not None:
+            print(
+                f"bcrun: {old} -> {new} jobs: {self.governor.reason}", file=sys.stderr
+            )
+        self.hub.set_count(self.build, new)
+
+    def step(self, delta: int) -> None:
+        self.governor.step(delta)
+        self.apply()
+
+    def update(self) -> None:
+        """Sample the machine, let the policies decide, send any change.
+
+        A failed sample keeps the count in force: the build must never
+        suffer for a metric bcrun could not read.
+        """
+        try:
+            self.governor.decide(sample())
+        except BcrunError as err:
+            if not self._warned:
+                print(f"bcrun: {err}; keeping the job count", file=sys.stderr)
+                self._warned = True
+        self.apply()
+
+    async def tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.governor.settings.tick_s)
+            self.update()
+
+    async def supervise(self, child: asyncio.subprocess.Process) -> int:
+        """Tick the policies while *child* runs; return its returncode."""
+        async with asyncio.TaskGroup() as tasks:
+            ticker = (
+                tasks.create_task(self.tick()) if self.governor.needs_metrics else None
+            )
+            returncode = await child.wait()
+            if ticker is not None:
+                ticker.cancel()
+        return returncode
+
+    # -- control commands --------------------------------------------------
+
+    def execute(self, command: Command) -> list[str]:
+        if isinstance(command, SetJobs):
+            self._set_jobs(command)
+            return [self._summary()]
+        if isinstance(command, Status):
+            return [json.dumps(self.status())]
+        if isinstance(command, Dump):
+            return [self._summary(), *describe_connections(self.hub)]
+        if isinstance(command, Help):
+            return HELP
+        if isinstance(command, Quit):
+            return []
+        assert isinstance(command, New)
+        raise ControlError("'new' needs bcrun serve; this bcrun runs one build")
+
+    def _set_jobs(self, command: SetJobs) -> None:
+        if command.build != BUILD_NUMBER:
+            raise ControlError(f"no builder {command.build}: this bcrun runs builder 1")
+        match command.value:
+            case "auto":
+                self.governor.unpin()
+            case "pause":
+                self.governor.pause()
+            case "resume":
+                self.governor.resume()
+            case int(count):
+                self.governor.pin(count)
+        self.apply()
+
+    def _summary(self) -> str:
+        return f"jobs {self.governor.count} ({self.governor.reason})"
+
+    def status(self) -> dict[str, Any]:
+        """What ``bcrun status`` shows of this build (never the tokens)."""
+        return {
+            "pid": os.getpid(),
+            "argv": self.argv,
+            "started": self.started,
+            "jobs": self.governor.count,
+            "mode": self.governor.mode,
+            "policy": ",".join(p.name for p in self.governor.policies),
+            "reason": self.governor.reason,
+            "clients": len(self.build.connections),
+        }
+
+
+async def run_build(
+    argv: Sequence[str],
+    policies: Sequence[Policy],
+    settings: Settings,
+    verbose: bool = False,
+) -> ExitStatus:
+    """Run *argv* under control until it ends; return how it ended."""
+    wrapper = Wrapper(argv, Governor(policies, settings), verbose)
+    assert wrapper.hub.control_token is not None
+    with InstanceDir(wrapper.argv, wrapper.hub.control_token) as instance:
+        async with wrapper.hub:
+            socket_path = await wrapper.hub.listen_unix(instance.socket)
+            # The first count exists before the build can ask for it.
+            wrapper.update()
+            env = dict(os.environ)
+            env["BUILDSOCKET"] = socket_path
+            env["BUILDTOKEN"] = str(wrapper.build.token)
+            handlers = {
+                signal.SIGUSR1: lambda: wrapper.step(+1),
+                signal.SIGUSR2: lambda: wrapper.step(-1),
+            }
+            with SignalRelay(handlers) as relay:
+                child = await spawn(wrapper.argv, env)
+                relay.attach(child.pid)
+                returncode = await wrapper.supervise(child)
+    return ExitStatus.from_returncode(returncode)
