@@ -86,8 +86,10 @@ def ensure_private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
-def _usable_parent() -> Path:
-    errors = []
+def usable_parent() -> tuple[Path, list[str]]:
+    """The first candidate parent that is safe to use, and why any before it
+    was passed over."""
+    errors: list[str] = []
     for parent in candidate_parents():
         # A socket path longer than sun_path would be cut: pick a shorter parent.
         longest = parent / str(2**22) / SOCKET_NAME
@@ -99,7 +101,7 @@ def _usable_parent() -> Path:
         except (RuntimeDirError, OSError) as err:
             errors.append(str(err))
             continue
-        return parent
+        return parent, errors
     raise RuntimeDirError("no usable runtime directory: " + "; ".join(errors))
 
 
@@ -110,6 +112,8 @@ class InstanceDir:
         self.argv = argv
         self.control_token = control_token
         self.path = Path()
+        #: Why better parents were passed over (a symlink, a foreign owner).
+        self.passed_over: list[str] = []
         self._lock_fd = -1
 
     @property
@@ -117,7 +121,7 @@ class InstanceDir:
         return self.path / SOCKET_NAME
 
     def __enter__(self) -> InstanceDir:
-        parent = _usable_parent()
+        parent, self.passed_over = usable_parent()
         remove_stale(parent)
         try:
             work = Path(tempfile.mkdtemp(prefix=".new-", dir=parent))

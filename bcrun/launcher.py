@@ -151,17 +151,15 @@ def exit_like(status: ExitStatus) -> NoReturn:
     if status.signal:
         sig = status.signal
         # The build's core dump, if any, is the one the user wants, not ours.
-        try:
+        with contextlib.suppress(OSError, ValueError):
             _, hard = resource.getrlimit(resource.RLIMIT_CORE)
             resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
-        except (OSError, ValueError):
-            pass
-        try:
+        # SIGKILL and SIGSTOP refuse a handler but can still be sent.
+        with contextlib.suppress(OSError, ValueError):
             signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        with contextlib.suppress(OSError):
             os.kill(os.getpid(), sig)
-        except (OSError, ValueError):
-            pass
         # Still alive: a signal whose default is not to terminate.
         os._exit(status.shell_code)
     sys.exit(status.code)

@@ -110,7 +110,9 @@ class Token:
 
     def matches(self, line: str) -> bool:
         """Whether *line* is this token, compared in constant time."""
-        return hmac.compare_digest(line.encode("latin-1"), str(self).encode("ascii"))
+        return hmac.compare_digest(
+            line.encode("utf-8", "surrogatepass"), str(self).encode("ascii")
+        )
 
 
 def token_number(line: str) -> int | None:

@@ -152,6 +152,8 @@ async def run_build(
     wrapper = Wrapper(argv, Governor(policies, settings), verbose)
     assert wrapper.hub.control_token is not None
     with InstanceDir(wrapper.argv, wrapper.hub.control_token) as instance:
+        for reason in instance.passed_over:
+            print(f"bcrun: warning: {reason}", file=sys.stderr)
         async with wrapper.hub:
             socket_path = await wrapper.hub.listen_unix(instance.socket)
             # The first count exists before the build can ask for it.

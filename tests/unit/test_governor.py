@@ -1,0 +1,86 @@
+"""The job-count state and the policy seam, fed recorded metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from bcrun.governor import Governor
+from bcrun.metrics import Metrics
+from bcrun.policies import POLICIES, Decision, Policy, combine
+from bcrun.protocol import COUNT_MAX
+from bcrun.settings import Settings
+
+IDLE = Metrics(
+    time_s=0.0,
+    cpus=8,
+    load1=0.0,
+    load5=0.0,
+    load15=0.0,
+    mem_total_bytes=16 << 30,
+    mem_available_bytes=12 << 30,
+)
+
+
+def capped(n: int) -> Policy:
+    return Policy(f"cap{n}", lambda m, prev, s: Decision(n, f"cap {n}"), True)
+
+
+def test_fixed_gives_the_jobs_setting():
+    governor = Governor([POLICIES["fixed"]], Settings(jobs=6))
+    governor.decide(IDLE)
+    assert (governor.count, governor.mode) == (6, "auto")
+    assert "-j 6" in governor.reason
+    assert not governor.needs_metrics
+
+
+def test_pin_pause_resume_auto():
+    governor = Governor([POLICIES["fixed"]], Settings(jobs=4))
+    governor.decide(IDLE)
+    governor.pin(9)
+    assert (governor.count, governor.mode) == (9, "pinned")
+    governor.pause()
+    assert (governor.count, governor.mode) == (0, "paused")
+    governor.resume()
+    assert governor.count == 9
+    governor.pause()
+    governor.pin(2)  # a count given while paused ends the pause
+    assert (governor.count, governor.mode) == (2, "pinned")
+    governor.unpin()
+    assert (governor.count, governor.mode) == (4, "auto")
+
+
+def test_step_pins_one_more_or_fewer_and_never_below_zero():
+    governor = Governor([POLICIES["fixed"]], Settings(jobs=1))
+    governor.decide(IDLE)
+    governor.step(+1)
+    assert (governor.count, governor.mode) == (2, "pinned")
+    for _ in range(4):
+        governor.step(-1)
+    assert governor.count == 0
+    governor.pin(COUNT_MAX)
+    governor.step(+1)
+    assert governor.count == COUNT_MAX
+
+
+def test_smallest_cap_wins_and_names_its_policy():
+    decision = combine([capped(5), capped(2), capped(7)], IDLE, 4, Settings(jobs=4))
+    assert decision == Decision(2, "cap 2")
+
+
+@pytest.mark.parametrize(
+    ("cap", "settings", "expected"),
+    [
+        (1, Settings(jobs=4, min_jobs=2), 2),
+        (9, Settings(jobs=4, max_jobs=3), 3),
+        (0, Settings(jobs=4, min_jobs=0), 0),
+    ],
+)
+def test_min_and_max_jobs_bound_the_result(cap, settings, expected):
+    decision = combine([capped(cap)], IDLE, 4, settings)
+    assert decision.jobs == expected
+    if expected != cap:
+        assert "jobs" in decision.reason
+
+
+def test_a_policy_that_needs_metrics_makes_the_governor_tick():
+    assert Governor([capped(1)], Settings(jobs=1)).needs_metrics
