@@ -22,8 +22,9 @@ import click
 
 from bcrun import __version__
 from bcrun.commands import JobsValue, parse_jobs_value
-from bcrun.control import choose_instance, query_status, running_instances, send_command
+from bcrun.control import choose_instance, query_status, send_command
 from bcrun.errors import BcrunError, LaunchError
+from bcrun.instances import running_instances
 from bcrun.launcher import ExitStatus, exit_like
 from bcrun.metrics import usable_cpus
 from bcrun.policies import POLICIES, Policy
@@ -36,7 +37,7 @@ from bcrun.wrapper import run_build
 EXIT_ERROR = 125
 
 
-class PolicyList(click.ParamType):
+class PolicyList(click.ParamType):  # type: ignore[type-arg]
     """``--policy a,b``: names of policies, combined by the smallest cap."""
 
     name = "POLICY[,POLICY...]"
@@ -58,7 +59,7 @@ class PolicyList(click.ParamType):
         return [POLICIES[name] for name in dict.fromkeys(names)]
 
 
-class JobsParam(click.ParamType):
+class JobsParam(click.ParamType):  # type: ignore[type-arg]
     """A job count, or ``auto``."""
 
     name = "N|auto"

@@ -97,7 +97,7 @@ class SignalRelay:
     """
 
     def __init__(
-        self, handlers: Mapping[int, Callable[[], None]] | None = None
+        self, handlers: Mapping[signal.Signals, Callable[[], None]] | None = None
     ) -> None:
         self.handlers = dict(handlers or {})
         self.pid = 0
@@ -114,15 +114,15 @@ class SignalRelay:
 
     def __enter__(self) -> SignalRelay:
         loop = asyncio.get_running_loop()
-        wanted: dict[int, Callable[[], None]] = dict(self.handlers)
-        for sig in FORWARDED:
-            wanted[sig] = lambda sig=sig: self._forward(sig)
-        for sig in TERMINAL_SIGNALS:
-            wanted[sig] = lambda sig=sig: self._forward_unless_terminal(sig)
+        wanted: dict[signal.Signals, Callable[[int], None]] = dict.fromkeys(
+            self.handlers, self._call
+        )
+        wanted.update(dict.fromkeys(FORWARDED, self._forward))
+        wanted.update(dict.fromkeys(TERMINAL_SIGNALS, self._forward_unless_terminal))
         for sig, callback in wanted.items():
             if signal.getsignal(sig) == signal.SIG_IGN:
                 continue
-            loop.add_signal_handler(sig, callback)
+            loop.add_signal_handler(sig, callback, sig)
             self._installed.append(sig)
         return self
 
@@ -131,6 +131,9 @@ class SignalRelay:
         for sig in self._installed:
             loop.remove_signal_handler(sig)
         self._installed.clear()
+
+    def _call(self, sig: int) -> None:
+        self.handlers[signal.Signals(sig)]()
 
     def _forward(self, sig: int) -> None:
         if not self.pid:

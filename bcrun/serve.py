@@ -163,8 +163,8 @@ async def serve(
         if user is not None:
             drop_privileges(user, unix_paths)
         controller.socket_address = bound[0]
-        for address in bound:
-            print(f"listening on {address}")
+        for name in bound:
+            print(f"listening on {name}")
         print(f"control token: {hub.control_token}")
         if test_mode:
             controller.new_build(Token(1, ""))

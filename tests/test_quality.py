@@ -56,3 +56,8 @@ def test_man_page_names_every_subcommand_and_option():
                     if opt.lstrip("-") not in {f.lstrip("-") for f in documented}:
                         missing.append(f"{name} {opt}")
     assert not missing, f"not in man/bcrun.1: {missing}"
+
+
+def test_mypy_strict():
+    result = run(sys.executable, "-m", "mypy", "--strict", "bcrun")
+    assert result.returncode == 0, result.stdout + result.stderr
