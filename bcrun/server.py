@@ -14,6 +14,7 @@ commands (see :mod:`bcrun.commands`).  Anything else is closed without a word.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import stat
@@ -98,6 +99,7 @@ class Hub:
         self.control_connections: set[asyncio.StreamWriter] = set()
         self._debug = debug
         self._servers: list[asyncio.Server] = []
+        self._unix_paths: list[tuple[Path, int]] = []
         self._tasks: asyncio.TaskGroup | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         # Insertion-ordered, so the oldest pending connection is first.
@@ -119,6 +121,13 @@ class Hub:
         """Stop listening and end every connection."""
         for server in self._servers:
             server.close()
+        self._servers.clear()
+        for path, inode in self._unix_paths:
+            # Only the socket we made: a later server may have replaced it.
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_ino == inode:
+                    os.unlink(path)
+        self._unix_paths.clear()
         for task in self._handlers:
             task.cancel()
 
@@ -149,6 +158,7 @@ class Hub:
         except OSError as err:
             sock.close()
             raise BcrunError(f"cannot listen on {path}: {err.strerror}") from err
+        self._unix_paths.append((path, os.lstat(path).st_ino))
         self._servers.append(await asyncio.start_unix_server(self._accept, sock=sock))
         return os.fspath(path)
 
