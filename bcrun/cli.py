@@ -23,7 +23,7 @@ import click
 from bcrun import __version__
 from bcrun.commands import JobsValue, parse_jobs_value
 from bcrun.control import choose_instance, query_status, send_command
-from bcrun.errors import BcrunError, LaunchError
+from bcrun.errors import BcrunError, ControlError, LaunchError
 from bcrun.instances import running_instances
 from bcrun.launcher import ExitStatus, exit_like
 from bcrun.metrics import usable_cpus
@@ -222,6 +222,8 @@ def status(as_json: bool, pid: int | None) -> None:
     if as_json:
         click.echo(json.dumps(statuses, indent=2))
         return
+    if not statuses and instances:
+        raise ControlError("no running bcrun answered")
     if not statuses:
         click.echo("no bcrun of yours is running")
         return

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from bcrun.metrics import Metrics
-from bcrun.policies import Policy, combine
+from bcrun.policies import Decision, Policy, bound, combine
 from bcrun.protocol import COUNT_MAX
 from bcrun.settings import Settings
 
@@ -20,9 +20,10 @@ class Governor:
     def __init__(self, policies: Sequence[Policy], settings: Settings) -> None:
         self.policies = list(policies)
         self.settings = settings
-        #: The policies' last decision.
-        self.policy_count = settings.jobs
-        self.policy_reason = "starting"
+        #: The policies' last decision; until the first, -j within the bounds.
+        self.policy_count, self.policy_reason = bound(
+            Decision(settings.jobs, f"-j {settings.jobs}"), settings
+        )
         #: Set by ``bcrun jobs N``; None lets the policies decide.
         self.pinned: int | None = None
         self.paused = False
@@ -76,5 +77,11 @@ class Governor:
         self.paused = False
 
     def step(self, delta: int) -> None:
-        """SIGUSR1/SIGUSR2: one job more or fewer than now, pinned."""
-        self.pin(self.count + delta)
+        """SIGUSR1/SIGUSR2: one job more or fewer than now, pinned.
+
+        A step that changes nothing (one fewer than 0) leaves the state
+        alone, so a pause stays a pause that ``resume`` ends.
+        """
+        count = min(max(self.count + delta, 0), COUNT_MAX)
+        if count != self.count:
+            self.pin(count)

@@ -123,6 +123,7 @@ class InstanceDir:
     def __enter__(self) -> InstanceDir:
         parent, self.passed_over = usable_parent()
         remove_stale(parent)
+        work = None
         try:
             work = Path(tempfile.mkdtemp(prefix=".new-", dir=parent))
             self._lock_fd = os.open(work / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
@@ -137,9 +138,13 @@ class InstanceDir:
             with os.fdopen(fd, "w") as f:
                 json.dump(record, f)
             # Published by one rename, so a reader never sees it half made.
+            # It fails if a live bcrun of the same pid (another pid namespace)
+            # has the name: never touch that one.
+            os.rename(work, parent / str(os.getpid()))
             self.path = parent / str(os.getpid())
-            os.rename(work, self.path)
         except OSError as err:
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
             self.__exit__()
             raise RuntimeDirError(f"cannot create a runtime directory: {err}") from err
         return self

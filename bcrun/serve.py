@@ -35,13 +35,17 @@ class ServeController:
         self.socket_address = ""
         self._next_number = 1
         #: Builds paused with N:pause, and the count N:resume gives back.
-        self._paused_from: dict[int, int | None] = {}
+        self._paused_from: dict[int, int] = {}
         self.stopped = asyncio.Event()
 
     def new_build(self, token: Token | None = None) -> Build:
+        """A builder made by ``new``: forgotten once its last connection
+        closes.  The -t builder, given its *token*, stays."""
         number = self._next_number
         self._next_number += 1
-        return self.hub.add_build(token or Token.new(number), forget_when_idle=True)
+        if token is not None:
+            return self.hub.add_build(token)
+        return self.hub.add_build(Token.new(number), forget_when_idle=True)
 
     def execute(self, command: Command) -> list[str]:
         if isinstance(command, New):
@@ -70,14 +74,16 @@ class ServeController:
             case "auto":
                 raise ControlError("bcrun serve has no policies: give a count")
             case "pause":
+                if build.count is None:
+                    raise ControlError(
+                        f"builder {build.number} has no count to pause yet"
+                    )
                 self._paused_from.setdefault(build.number, build.count)
                 self.hub.set_count(build, 0)
             case "resume":
                 if build.number not in self._paused_from:
                     raise ControlError(f"builder {build.number} is not paused")
-                count = self._paused_from.pop(build.number)
-                if count is not None:
-                    self.hub.set_count(build, count)
+                self.hub.set_count(build, self._paused_from.pop(build.number))
             case int(count):
                 self._paused_from.pop(build.number, None)
                 self.hub.set_count(build, count)
@@ -155,7 +161,8 @@ async def serve(
         unix_paths: list[Path] = []
         for address in parsed:
             if isinstance(address, UnixAddress):
-                path = Path(address.path)
+                # Absolute, so that the BUILDSOCKET given out works anywhere.
+                path = Path(os.path.abspath(address.path))
                 bound.append(await hub.listen_unix(path, 0o666 if test_mode else 0o600))
                 unix_paths.append(path)
             else:

@@ -73,7 +73,8 @@ class Wrapper:
         try:
             self.governor.decide(sample())
         except BcrunError as err:
-            if not self._warned:
+            # Only worth a word when a policy needed what could not be read.
+            if self.governor.needs_metrics and not self._warned:
                 print(f"bcrun: {err}; keeping the job count", file=sys.stderr)
                 self._warned = True
         self.apply()

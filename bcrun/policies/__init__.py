@@ -15,7 +15,7 @@ from bcrun.policies.base import Decision, Policy
 from bcrun.policies.fixed import fixed
 from bcrun.settings import Settings
 
-__all__ = ["POLICIES", "Decision", "Policy", "combine"]
+__all__ = ["POLICIES", "Decision", "Policy", "bound", "combine"]
 
 POLICIES: dict[str, Policy] = {
     "fixed": Policy("fixed", fixed, needs_metrics=False),
@@ -27,7 +27,12 @@ def combine(
 ) -> Decision:
     """The smallest cap of *policies*, bounded by --min-jobs and --max-jobs."""
     decisions = [policy.decide(metrics, previous, settings) for policy in policies]
-    jobs, reason = min(decisions, key=lambda d: d.jobs)
+    return bound(min(decisions, key=lambda d: d.jobs), settings)
+
+
+def bound(decision: Decision, settings: Settings) -> Decision:
+    """*decision* within --min-jobs and --max-jobs, saying so if it moved."""
+    jobs, reason = decision
     if settings.max_jobs is not None and jobs > settings.max_jobs:
         return Decision(settings.max_jobs, f"{reason}; --max-jobs {settings.max_jobs}")
     if jobs < settings.min_jobs:

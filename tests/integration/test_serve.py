@@ -20,10 +20,11 @@ from .conftest import wait_until
 
 
 class Server:
-    def __init__(self, bcrun, *args: str) -> None:
+    def __init__(self, bcrun, *args: str, **kwargs) -> None:
         self.proc = bcrun.start(
             "serve",
             *args,
+            **kwargs,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -157,6 +158,8 @@ def test_help_and_errors_on_stdin(bcrun, tmp_path):
     assert server.command("1:auto") == [
         "error: bcrun serve has no policies: give a count"
     ]
+    assert server.command("1:pause") == ["error: builder 1 has no count to pause yet"]
+    assert server.command("1:resume") == ["error: builder 1 is not paused"]
     assert server.stop() == 0
 
 
@@ -196,9 +199,24 @@ def test_long_tokens_test_mode_and_debug(bcrun, tmp_path):
     assert peer.line() == "3"
     (line,) = server.command("new")
     assert line.startswith(f"BUILDSOCKET={path} BUILDTOKEN=2-")
+    # The test builder outlives its connections.
+    peer.close()
+    wait_until(
+        lambda: json.loads(server.command("status")[0])["builds"][0]["clients"] == 0,
+        what="the connection to close",
+    )
+    assert server.command("1:2") == ["builder 1: jobs 2"]
     wait_until(
         lambda: any("build 1 connected" in e for e in server.errors), what="debug log"
     )
+    assert server.stop() == 0
+
+
+def test_relative_socket_paths_are_given_out_absolute(bcrun, tmp_path):
+    server = Server(bcrun, "-l", "./rel.sock", cwd=tmp_path)
+    assert server.addresses == [str(tmp_path / "rel.sock")]
+    (line,) = server.command("new")
+    assert line.startswith(f"BUILDSOCKET={tmp_path / 'rel.sock'} BUILDTOKEN=1-")
     assert server.stop() == 0
 
 

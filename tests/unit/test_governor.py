@@ -84,3 +84,20 @@ def test_min_and_max_jobs_bound_the_result(cap, settings, expected):
 
 def test_a_policy_that_needs_metrics_makes_the_governor_tick():
     assert Governor([capped(1)], Settings(jobs=1)).needs_metrics
+
+
+def test_a_step_that_changes_nothing_keeps_a_pause():
+    governor = Governor([POLICIES["fixed"]], Settings(jobs=3))
+    governor.pause()
+    governor.step(-1)
+    assert governor.mode == "paused"
+    governor.resume()
+    assert governor.count == 3
+    governor.pause()
+    governor.step(+1)  # one more than the 0 in force
+    assert (governor.count, governor.mode) == (1, "pinned")
+
+
+def test_the_count_before_any_decision_is_bounded():
+    governor = Governor([POLICIES["fixed"]], Settings(jobs=8, max_jobs=4))
+    assert governor.count == 4
