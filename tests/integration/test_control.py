@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .conftest import wait_until
+from tests.helpers import wait_until
 
 
 def test_no_build_running(bcrun):

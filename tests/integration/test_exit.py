@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .conftest import wait_until
+from tests.helpers import wait_until
 
 CODES = [
     0,

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from bcrun.protocol import LineDecoder, parse_address
-
-from .conftest import wait_until
+from tests.helpers import wait_until
 
 
 class Server:

@@ -15,8 +15,7 @@ import pytest
 
 from bcrun.control import choose_instance, send_command
 from bcrun.protocol import LineDecoder
-
-from .conftest import wait_until
+from tests.helpers import wait_until
 
 
 def started_instance(bcrun, proc):

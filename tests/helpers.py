@@ -1,4 +1,5 @@
-"""Real bcrun processes, real sockets, each test in its own runtime dir."""
+"""Helpers for tests that run real bcrun processes, each test in its own
+runtime directory."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "tests" / "buildclient.py"
 
 
@@ -106,13 +105,3 @@ class Bcrun:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
-
-
-@pytest.fixture
-def bcrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bcrun]:
-    runner = Bcrun(tmp_path)
-    # In-process control calls (bcrun.control) look where the children do.
-    monkeypatch.setenv("XDG_RUNTIME_DIR", runner.env["XDG_RUNTIME_DIR"])
-    monkeypatch.setenv("TMPDIR", runner.env["TMPDIR"])
-    yield runner
-    runner.cleanup()

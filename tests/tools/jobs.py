@@ -1,0 +1,149 @@
+"""Builds whose jobs log their own start and end, and what the logs say.
+
+Concurrency is measured from the jobs themselves: every job appends
+``start NAME TIME`` and ``end NAME TIME`` (wall clock, seconds) to one log.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+JOB_SCRIPT = """\
+#!/bin/sh
+# job.sh NAME SECONDS: log the start, work, log the end.
+log=${JOBLOG:?}
+echo "start $1 $(date +%s.%N)" >> "$log"
+if [ -n "${JOBENV:-}" ]; then
+	{
+		echo "env $1 BUILDSOCKET=${BUILDSOCKET-} BUILDTOKEN=${BUILDTOKEN-}"
+		for fd in /proc/$$/fd/*; do echo "fd $1 $(readlink "$fd")"; done
+	} >> "$JOBENV"
+fi
+sleep "$2"
+echo "end $1 $(date +%s.%N)" >> "$log"
+"""
+
+
+@dataclass(frozen=True)
+class Interval:
+    name: str
+    start: float
+    end: float
+
+
+class JobLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def intervals(self, now: float | None = None) -> list[Interval]:
+        """Every job seen, a running one ending at *now* (default: now)."""
+        starts: dict[str, float] = {}
+        ends: dict[str, float] = {}
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) != 3:
+                continue
+            kind, name, stamp = parts
+            (starts if kind == "start" else ends)[name] = float(stamp)
+        end_of_running = time.time() if now is None else now
+        return sorted(
+            (Interval(n, s, ends.get(n, end_of_running)) for n, s in starts.items()),
+            key=lambda i: i.start,
+        )
+
+    def started(self) -> int:
+        return len(self.intervals())
+
+    def finished(self) -> int:
+        return sum(1 for line in self._lines() if line.startswith("end "))
+
+    def _lines(self) -> list[str]:
+        try:
+            return self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def running_at(self, t: float) -> int:
+        return sum(1 for i in self.intervals() if i.start <= t < i.end)
+
+    def max_running(self, since: float = 0.0, until: float = float("inf")) -> int:
+        """The most jobs that ran at once between *since* and *until*."""
+        intervals = self.intervals()
+        points = [i.start for i in intervals if since <= i.start <= until]
+        points += [since] if since > 0 else []
+        best = 0
+        for t in points:
+            best = max(best, sum(1 for i in intervals if i.start <= t < i.end))
+        return best
+
+    def starts_while_at_or_above(self, count: int, since: float) -> list[Interval]:
+        """Jobs started after *since* while *count* or more others ran."""
+        intervals = self.intervals()
+        return [
+            job
+            for job in intervals
+            if job.start > since
+            and sum(
+                1 for i in intervals if i is not job and i.start <= job.start < i.end
+            )
+            >= count
+        ]
+
+    def time_running_reached(self, count: int, since: float) -> float | None:
+        """When *count* jobs first ran at once after *since*."""
+        for job in self.intervals():
+            if job.start >= since and self.running_at(job.start) >= count:
+                return job.start
+        return None
+
+
+def make_project(
+    directory: Path, jobs: int, seconds: float, recursive: int = 0
+) -> JobLog:
+    """A build of *jobs* independent jobs of *seconds* each, as a Makefile
+    (GNU and BSD make alike) and a build.ninja.  With *recursive* > 0 the
+    Makefile runs that many sub-makes of *jobs* jobs each instead.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    job = directory / "job.sh"
+    job.write_text(JOB_SCRIPT)
+    names = [f"j{i}" for i in range(jobs)]
+    if recursive:
+        subs = [f"sub{i}" for i in range(recursive)]
+        for sub in subs:
+            _write_makefile(
+                directory / sub, [f"{sub}-{n}" for n in names], seconds, job
+            )
+        lines = [f"all: {' '.join(subs)}", ""]
+        for sub in subs:
+            lines += [f"{sub}:", f"\t@$(MAKE) -C {sub}", ""]
+        lines.append(f".PHONY: all {' '.join(subs)}")
+        (directory / "Makefile").write_text("\n".join(lines) + "\n")
+    else:
+        _write_makefile(directory, names, seconds, job)
+    ninja = [
+        "rule job",
+        f"  command = sh {job} $out {seconds}",
+        "",
+    ]
+    ninja += [f"build {n}: job" for n in names]
+    ninja += ["", f"build all: phony {' '.join(names)}", "default all", ""]
+    (directory / "build.ninja").write_text("\n".join(ninja))
+    return JobLog(directory / "jobs.log")
+
+
+def _write_makefile(
+    directory: Path, names: list[str], seconds: float, job: Path
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [f"all: {' '.join(names)}", ""]
+    for name in names:
+        lines += [f"{name}:", f"\t@sh {job} {name} {seconds}", ""]
+    lines.append(f".PHONY: all {' '.join(names)}")
+    (directory / "Makefile").write_text("\n".join(lines) + "\n")
