@@ -98,7 +98,15 @@ class Bcrun:
 
     def instance_dirs(self) -> list[Path]:
         parent = self.xdg / "bcrun"
-        return sorted(p for p in parent.iterdir()) if parent.exists() else []
+        if not parent.exists():
+            return []
+        # Published ones only: a directory is made under a temporary name.
+        return sorted(p for p in parent.iterdir() if p.name.isdigit())
+
+    def leftovers(self) -> list[Path]:
+        """Everything left in the runtime parent, half-made directories too."""
+        parent = self.xdg / "bcrun"
+        return sorted(parent.iterdir()) if parent.exists() else []
 
     def cleanup(self) -> None:
         for proc in self.procs:

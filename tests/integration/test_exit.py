@@ -38,7 +38,7 @@ def test_exit_codes_pass_through(bcrun):
     procs = {code: bcrun.start("sh", "-c", f"exit {code}") for code in CODES}
     for code, proc in procs.items():
         assert proc.wait(30) == code
-    assert bcrun.instance_dirs() == []
+    assert bcrun.leftovers() == []
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_death_by_signal_passes_through(bcrun, sig):
     result = bcrun.run("sh", "-c", f"kill -{sig.name.removeprefix('SIG')} $$")
     assert result.returncode == -sig
     assert "Traceback" not in result.stderr
-    assert bcrun.instance_dirs() == []
+    assert bcrun.leftovers() == []
 
 
 def test_no_core_dump_of_bcrun_itself(bcrun, tmp_path):
@@ -85,7 +85,7 @@ def test_not_found_and_not_executable(bcrun, tmp_path):
     )
     result = bcrun.run(str(tmp_path))
     assert result.returncode == 126
-    assert bcrun.instance_dirs() == []
+    assert bcrun.leftovers() == []
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_signals_sent_to_bcrun_reach_the_build(bcrun, tmp_path, sig):
     proc.send_signal(sig)
     assert proc.wait(10) == 3
     assert marker.read_text() == f"{name}\n"
-    assert bcrun.instance_dirs() == []
+    assert bcrun.leftovers() == []
 
 
 def test_signals_ignored_at_start_stay_ignored_for_the_build(bcrun, tmp_path):

@@ -38,7 +38,7 @@ def test_socket_token_and_private_directory(bcrun):
     assert re.fullmatch(r"1-[0-9a-f]{32}", token)
     assert mode == "0o700"
     assert is_socket == "True"
-    assert bcrun.instance_dirs() == []
+    assert bcrun.leftovers() == []
 
 
 def test_nothing_else_in_the_environment_changes(bcrun):
