@@ -57,3 +57,15 @@ def test_ninja_own_tests():
         "BuildControl"
         in run([str(tree / "ninja_test"), "--gtest_list_tests"], tree).stdout
     )
+
+
+def test_bmake_unit_tests():
+    get_tool("bmake", patched=True)
+    tree = build_dir("bmake", patched=True)
+    mk = tree / "mk"
+    env_args = ["env", f"MAKESYSPATH={mk}"]
+    result = run(
+        [*env_args, str(tree / "bmake"), "-m", str(mk), "-f", "Makefile", "test"], tree
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "All tests passed" in result.stdout + result.stderr
