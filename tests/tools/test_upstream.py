@@ -69,3 +69,25 @@ def test_bmake_unit_tests():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "All tests passed" in result.stdout + result.stderr
+
+
+def make_check_results(tree: Path) -> tuple[int, int]:
+    """Tests passed and failed by GNU make's ``make check``."""
+    result = run(["make", "check"], tree, timeout=1200)
+    output = result.stdout + result.stderr
+    passed = sum(int(n) for n in re.findall(r"ok\s+\((\d+) passed\)", output))
+    failed = 0
+    for good, total in re.findall(r"FAILED \((\d+)/(\d+) passed\)", output):
+        passed += int(good)
+        failed += int(total) - int(good)
+    assert passed > 500, output[-2000:]  # the suite really ran
+    return passed, failed
+
+
+def test_gmake_check_fails_nothing_that_stock_passes():
+    get_tool("gmake", patched=True)
+    get_tool("gmake", patched=False)
+    patched = make_check_results(build_dir("gmake", patched=True))
+    stock = make_check_results(build_dir("gmake", patched=False))
+    # A few tests fail for everyone when the suite runs as root.
+    assert patched == stock, f"patched (passed, failed) {patched}, stock {stock}"
