@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bcrun.protocol import LineDecoder, parse_address
-from tests.helpers import wait_until
+from tests.helpers import has_ipv6_loopback, wait_until
 
 
 class Server:
@@ -93,15 +93,6 @@ class Peer:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def test_serve_over_unix_and_tcp(bcrun, tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bcrun.control import choose_instance, send_command
-from tests.helpers import Bcrun, wait_until
+from tests.helpers import Bcrun, has_ipv6_loopback, wait_until
 from tests.tools.conftest import Tool
 from tests.tools.jobs import JobLog, make_project
 
@@ -170,20 +170,11 @@ def served(bcrun: Bcrun, address: str) -> Iterator[Served]:
         proc.wait(5)
 
 
-def has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("family", ["unix", "tcp", "tcp6"])
 def test_controller_going_away_during_a_pause_gives_back_the_command_line_count(
     bcrun, tool, tmp_path, family
 ):
-    if family == "tcp6" and not has_ipv6():
+    if family == "tcp6" and not has_ipv6_loopback():
         pytest.skip("no IPv6 loopback on this machine")
     address = {"unix": str(tmp_path / "s"), "tcp": "127.0.0.1:0", "tcp6": "[::1]:0"}[
         family
@@ -267,6 +258,16 @@ class HostileController:
             time.sleep(pause)
 
 
+def under_hostile_controller(
+    tool: Tool, project: Path, log: JobLog, jobs: int
+) -> tuple[HostileController, subprocess.Popen[bytes]]:
+    """Start the build with a HostileController as its controller."""
+    controller = HostileController(project / "controller.sock")
+    env = dict(os.environ, JOBLOG=str(log.path))
+    env.update(BUILDSOCKET=str(controller.path), BUILDTOKEN="1-abc")
+    return controller, subprocess.Popen(tool.argv(project, jobs), env=env)
+
+
 def byte_by_byte(data: bytes) -> list[bytes]:
     return [data[i : i + 1] for i in range(len(data))]
 
@@ -279,10 +280,7 @@ def byte_by_byte(data: bytes) -> list[bytes]:
 def test_garbage_is_survived_and_valid_counts_obeyed(tool, tmp_path, garbage):
     project = tmp_path / "p"
     log = make_project(project, jobs=8, seconds=0.4)
-    controller = HostileController(tmp_path / "c.sock")
-    env = dict(os.environ, JOBLOG=str(log.path))
-    env.update(BUILDSOCKET=str(controller.path), BUILDTOKEN="1-abc")
-    build = subprocess.Popen(tool.argv(project, 4), env=env)
+    controller, build = under_hostile_controller(tool, project, log, jobs=4)
     try:
         controller.accept()
         assert controller.token == b"1-abc\r\n"
@@ -311,10 +309,7 @@ def children_cpu() -> float:
 def test_huge_counts_are_survived(tool, tmp_path):
     project = tmp_path / "p"
     log = make_project(project, jobs=4, seconds=0.3)
-    controller = HostileController(tmp_path / "c.sock")
-    env = dict(os.environ, JOBLOG=str(log.path))
-    env.update(BUILDSOCKET=str(controller.path), BUILDTOKEN="1-abc")
-    build = subprocess.Popen(tool.argv(project, 2), env=env)
+    controller, build = under_hostile_controller(tool, project, log, jobs=2)
     try:
         controller.accept()
         controller.send(b"99999999999999999999999\r\n", b"4294967297\r\n", b"1\r\n")
