@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -166,3 +168,38 @@ def test_killed_bcrun_leaves_a_directory_the_next_one_removes(bcrun, tmp_path):
     assert not stale.exists()
     # The build itself outlived bcrun and saw its controller go away.
     wait_until(lambda: "closed" in [e for _, e in log.events()], what="client sees EOF")
+
+
+def test_ctrl_c_on_a_terminal_stops_the_build_and_bcrun(bcrun, tmp_path):
+    """On a real terminal the build gets the terminal's SIGINT directly, and
+    bcrun dies of the same signal as the build."""
+    marker = tmp_path / "got"
+    # Count every SIGINT for a while, then die of one.
+    script = (
+        f"trap 'echo INT >> {marker}' INT; echo ready > {tmp_path / 'ready'}; "
+        f"while [ ! -s {marker} ]; do sleep 0.02; done; sleep 0.3; "
+        "trap - INT; kill -INT $$"
+    )
+    master, slave = os.openpty()
+
+    def become_terminal_owner() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = bcrun.start(
+        "sh",
+        "-c",
+        script,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=become_terminal_owner,
+    )
+    os.close(slave)
+    try:
+        wait_until(lambda: (tmp_path / "ready").exists(), what="child ready")
+        os.write(master, b"\x03")  # the terminal's interrupt character
+        assert proc.wait(10) == -signal.SIGINT
+    finally:
+        os.close(master)
+    assert marker.read_text().startswith("INT\n")
