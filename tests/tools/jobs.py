@@ -127,15 +127,16 @@ def make_project(
         (directory / "Makefile").write_text("\n".join(lines) + "\n")
     else:
         _write_makefile(directory, names, seconds, job)
-    ninja = [
-        "rule job",
-        f"  command = sh {job} $out {seconds}",
-        "",
-    ]
-    ninja += [f"build {n}: job" for n in names]
-    ninja += ["", f"build all: phony {' '.join(names)}", "default all", ""]
-    (directory / "build.ninja").write_text("\n".join(ninja))
+    write_ninja(directory, names, seconds, job)
     return JobLog(directory / "jobs.log")
+
+
+def write_ninja(directory: Path, names: list[str], seconds: float, job: Path) -> None:
+    """A build.ninja in *directory* running *job* once per name."""
+    lines = ["rule job", f"  command = sh {job} $out {seconds}", ""]
+    lines += [f"build {name}: job" for name in names]
+    lines += ["", f"build all: phony {' '.join(names)}", "default all", ""]
+    (directory / "build.ninja").write_text("\n".join(lines))
 
 
 def _write_makefile(

@@ -24,8 +24,8 @@ import pytest
 
 from bcrun.control import choose_instance, send_command
 from tests.helpers import Bcrun, has_ipv6_loopback, wait_until
-from tests.tools.conftest import Tool
-from tests.tools.jobs import JobLog, make_project
+from tests.tools.conftest import Tool, get_tool
+from tests.tools.jobs import JobLog, make_project, write_ninja
 
 #: Time a tool may take to act on a line that has just been sent.
 GRACE_S = 0.05
@@ -354,4 +354,31 @@ def test_recursive_makes_run_the_count_in_all(bcrun, tool, tmp_path):
     assert proc.wait(60) == 0
     assert log.finished() == 8
     assert log.max_running() == 3
-    assert log.starts_while_at_or_above(2, decreased + GRACE_S) == []
+    late = log.starts_while_at_or_above(2, decreased + GRACE_S)
+    assert late == [], [(j.name, round(j.start - decreased, 3)) for j in late]
+
+
+def test_a_make_that_calls_ninja_runs_the_count_in_all(bcrun, tmp_path):
+    make = get_tool("gmake", patched=True)
+    ninja = get_tool("ninja", patched=True)
+    project = tmp_path / "p"
+    log = make_project(project, jobs=4, seconds=0.4)
+    # Two ninja builds of the same jobs, side by side under one make; ninja
+    # joins make's jobserver (fifo) as well as the controller.
+    for sub in ("a", "b"):
+        (project / sub).mkdir()
+        names = [f"{sub}{i}" for i in range(4)]
+        write_ninja(project / sub, names, 0.4, project / "job.sh")
+    (project / "Makefile").write_text(
+        f"all: a b\na b:\n\t+@{ninja.program} -C $@ --quiet\n.PHONY: all a b\n"
+    )
+    proc, instance = start(bcrun, 3, make, project, log, jobs=8)
+    wait_until(lambda: log.started() >= 2, what="the first jobs")
+    send_command(instance, "1:2")
+    decreased = time.time()
+    assert proc.wait(60) == 0
+    assert log.finished() == 8
+    assert log.max_running() <= 3
+    # Each ninja holds one implicit slot: 2 is as low as two ninjas go.
+    late = log.starts_while_at_or_above(2, decreased + GRACE_S)
+    assert late == [], [(j.name, round(j.start - decreased, 3)) for j in late]
