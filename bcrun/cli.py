@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ import click
 from bcrun import __version__
 from bcrun.commands import JobsValue, parse_jobs_value
 from bcrun.control import choose_instance, query_status, send_command
+from bcrun.detect import NOT_FOUND, plan
 from bcrun.errors import BcrunError, ControlError, LaunchError
 from bcrun.instances import running_instances
 from bcrun.launcher import ExitStatus, exit_like
@@ -144,6 +146,17 @@ def cli() -> None:
     metavar="SECONDS",
     help="How often policies sample the machine.",
 )
+@click.option(
+    "--via",
+    type=click.Choice(["auto", "protocol", "jobserver"]),
+    default="auto",
+    show_default=True,
+    help="How the build obeys: a patched tool's protocol, or a jobserver "
+    "(stock GNU make, ninja >= 1.13, cargo).",
+)
+@click.option(
+    "--explain", is_flag=True, help="Say how COMMAND would be controlled, and exit."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Say each change and why.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
@@ -152,9 +165,11 @@ def run(
     min_jobs: int,
     max_jobs: int | None,
     tick: float,
+    via: str,
+    explain: bool,
     verbose: bool,
     command: Sequence[str],
-) -> ExitStatus:
+) -> ExitStatus | int:
     """Run COMMAND with BUILDSOCKET and BUILDTOKEN set and control its jobs.
 
     Options after COMMAND belong to COMMAND: 'bcrun -j 4 make -k' gives -k
@@ -164,13 +179,30 @@ def run(
         raise click.BadParameter(
             f"{max_jobs} is below --min-jobs {min_jobs}", param_hint="--max-jobs"
         )
+    control = plan(list(command), os.environ, via)
+    if explain:
+        click.echo(control.explain())
+        for notice in control.notices:
+            click.echo(notice)
+        return 0
+    for notice in control.notices:
+        click.echo(f"bcrun: {notice}", err=True)
+    if control.via == "none" and control.reason != NOT_FOUND:
+        click.echo(
+            f"bcrun: {control.tool} is neither a patched tool nor a jobserver client "
+            f"bcrun knows ({control.reason}): only what in it reads BUILDSOCKET obeys",
+            err=True,
+        )
+    if jobs is None:
+        # A -jN bcrun took off the tool's command line is what the user meant.
+        jobs = control.jobs or usable_cpus()
     settings = Settings(
-        jobs=usable_cpus() if jobs is None else jobs,
+        jobs=jobs,
         min_jobs=min_jobs,
         max_jobs=max_jobs,
         tick_s=tick,
     )
-    return asyncio.run(run_build(list(command), policies, settings, verbose))
+    return asyncio.run(run_build(control, policies, settings, verbose))
 
 
 pid_option = click.option(
@@ -227,13 +259,14 @@ def status(as_json: bool, pid: int | None) -> None:
     if not statuses:
         click.echo("no bcrun of yours is running")
         return
-    rows = [("PID", "JOBS", "MODE", "CLIENTS", "UPTIME", "COMMAND", "WHY")]
+    rows = [("PID", "JOBS", "MODE", "VIA", "CLIENTS", "UPTIME", "COMMAND", "WHY")]
     for s in statuses:
         rows.append(
             (
                 str(s["pid"]),
                 str(s["jobs"]),
                 s["mode"],
+                s["via"],
                 str(s["clients"]),
                 _duration(time.time() - s["started"]),
                 " ".join(s["argv"])[:40],

@@ -60,14 +60,18 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-async def spawn(argv: list[str], env: Mapping[str, str]) -> asyncio.subprocess.Process:
+async def spawn(
+    argv: list[str], env: Mapping[str, str], pass_fds: tuple[int, ...] = ()
+) -> asyncio.subprocess.Process:
     """Start *argv* with bcrun's standard streams and process group.
 
     Raises LaunchError with status 127 when the command is not found and 126
     when it cannot be run, as a shell would.
     """
     try:
-        return await asyncio.create_subprocess_exec(*argv, env=dict(env))
+        return await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), pass_fds=pass_fds
+        )
     except FileNotFoundError as err:
         if "/" in argv[0]:
             raise LaunchError(f"{argv[0]}: No such file or directory", 127) from err

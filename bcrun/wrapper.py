@@ -10,6 +10,7 @@ its socket is removed, whatever the exit path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,9 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from bcrun.commands import HELP, Command, Dump, Help, New, Quit, SetJobs, Status
+from bcrun.detect import Plan
 from bcrun.errors import BcrunError, ControlError
 from bcrun.governor import Governor
 from bcrun.instances import InstanceDir
+from bcrun.jobserver import JobserverPool
 from bcrun.launcher import ExitStatus, SignalRelay, spawn
 from bcrun.metrics import sample
 from bcrun.policies import Policy
@@ -37,9 +40,12 @@ class Wrapper:
     """The state of one wrapped build, and the commands that change it."""
 
     def __init__(
-        self, argv: Sequence[str], governor: Governor, verbose: bool = False
+        self, control: Plan, governor: Governor, verbose: bool = False
     ) -> None:
-        self.argv = list(argv)
+        self.control = control
+        self.argv = list(control.argv)
+        #: The jobserver the build draws from, when it is driven through one.
+        self.pool: JobserverPool | None = None
         self.governor = governor
         self.verbose = verbose
         self.started = time.time()
@@ -59,6 +65,8 @@ class Wrapper:
                 f"bcrun: {old} -> {new} jobs: {self.governor.reason}", file=sys.stderr
             )
         self.hub.set_count(self.build, new)
+        if self.pool is not None:
+            self.pool.resize(new)
 
     def step(self, delta: int) -> None:
         self.governor.step(delta)
@@ -140,26 +148,42 @@ class Wrapper:
             "policy": ",".join(p.name for p in self.governor.policies),
             "reason": self.governor.reason,
             "clients": len(self.build.connections),
+            "via": self.control.via,
+            "tool": self.control.tool,
+            "tokens": None if self.pool is None else self.pool.tokens,
         }
 
 
 async def run_build(
-    argv: Sequence[str],
+    control: Plan,
     policies: Sequence[Policy],
     settings: Settings,
     verbose: bool = False,
 ) -> ExitStatus:
-    """Run *argv* under control until it ends; return how it ended."""
-    wrapper = Wrapper(argv, Governor(policies, settings), verbose)
+    """Run the planned command under control until it ends; return how it
+    ended."""
+    wrapper = Wrapper(control, Governor(policies, settings), verbose)
     assert wrapper.hub.control_token is not None
-    with InstanceDir(wrapper.argv, wrapper.hub.control_token) as instance:
+    with (
+        InstanceDir(wrapper.argv, wrapper.hub.control_token) as instance,
+        contextlib.ExitStack() as cleanup,
+    ):
         for reason in instance.passed_over:
             print(f"bcrun: warning: {reason}", file=sys.stderr)
+        env = dict(os.environ)
+        for name in control.unset:
+            env.pop(name, None)
+        if control.via == "jobserver":
+            assert control.style is not None
+            wrapper.pool = cleanup.enter_context(
+                JobserverPool(control.style, instance.path)
+            )
+            flags = f"{control.makeflags or ''} --jobserver-auth={wrapper.pool.auth}"
+            env["MAKEFLAGS"] = flags.strip()
         async with wrapper.hub:
             socket_path = await wrapper.hub.listen_unix(instance.socket)
             # The first count exists before the build can ask for it.
             wrapper.update()
-            env = dict(os.environ)
             env["BUILDSOCKET"] = socket_path
             env["BUILDTOKEN"] = str(wrapper.build.token)
             handlers = {
@@ -167,7 +191,8 @@ async def run_build(
                 signal.SIGUSR2: lambda: wrapper.step(-1),
             }
             with SignalRelay(handlers) as relay:
-                child = await spawn(wrapper.argv, env)
+                pass_fds = wrapper.pool.pass_fds if wrapper.pool else ()
+                child = await spawn(wrapper.argv, env, pass_fds)
                 relay.attach(child.pid)
                 returncode = await wrapper.supervise(child)
     return ExitStatus.from_returncode(returncode)

@@ -1,4 +1,4 @@
 #!/bin/sh
 # One job of the demo build: about two seconds of work.
-echo "  job $1 runs"
+echo "  $1 runs"
 sleep 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.helpers import wait_until
@@ -33,14 +34,14 @@ def test_several_builds_need_a_pid(bcrun):
     assert f"pid {one.pid}" in result.stderr and f"pid {two.pid}" in result.stderr
 
     table = bcrun.run("status").stdout.splitlines()
-    assert table[0].split()[:4] == ["PID", "JOBS", "MODE", "CLIENTS"]
+    assert table[0].split()[:5] == ["PID", "JOBS", "MODE", "VIA", "CLIENTS"]
     rows = {int(line.split()[0]): line.split() for line in table[1:]}
-    assert rows[one.pid][1:4] == ["1", "auto", "1"]
-    assert rows[two.pid][1:4] == ["2", "auto", "1"]
+    assert rows[one.pid][1:5] == ["1", "auto", "none", "1"]
+    assert rows[two.pid][1:5] == ["2", "auto", "none", "1"]
     statuses = json.loads(bcrun.run("status", "--json").stdout)
     assert {s["pid"] for s in statuses} == {one.pid, two.pid}
     for s in statuses:
-        assert "token" not in json.dumps(s).lower()
+        assert not re.search(r"\d-[0-9a-f]{32}", json.dumps(s))  # no token
         assert s["policy"] == "fixed"
 
     assert bcrun.run("jobs", "4", "--pid", str(two.pid)).returncode == 0

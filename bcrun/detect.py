@@ -1,0 +1,328 @@
+"""Which control a build command gets: the protocol, a jobserver, or none.
+
+``--via auto`` looks at the program COMMAND runs:
+
+1. its executable holds the string ``BUILDSOCKET``: a patched tool, which
+   gets the protocol;
+2. GNU make 4.4 or later (``make --version``): a jobserver on a fifo;
+   GNU make 4.2 or 4.3: a jobserver on a pipe;
+3. ninja 1.13 or later (``ninja --version``): a jobserver on a fifo;
+4. cargo: a jobserver on a pipe;
+5. ``cmake --build DIR``: what the build tool in DIR's CMakeCache.txt gets;
+6. anything else: no control of its own, with a notice; BUILDSOCKET is set
+   all the same, so that patched tools it runs obey.
+
+A jobserver client leaves the pool when told its own job count, so a jobserver
+plan also says which arguments and variables to remove (with a notice each),
+or refuses (ConfigError) where removing them would change what the build does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bcrun.errors import ConfigError
+from bcrun.jobserver import Style
+
+Via = Literal["protocol", "jobserver", "none"]
+
+#: GNU make's short options that take an argument (the rest of the word, or
+#: the next word): a 'j' after one of them is part of its argument.
+_MAKE_ARG_OPTIONS = set("CfIoWE")
+
+_SCAN_LIMIT = 64 << 20
+
+#: The reason of a plan for a command that does not exist: the launcher
+#: says so, with status 127.
+NOT_FOUND = "not found"
+
+
+@dataclass
+class Plan:
+    """How one build is controlled, and why; filled by :func:`plan`."""
+
+    via: Via
+    tool: str
+    reason: str
+    style: Style | None = None
+    argv: list[str] = field(default_factory=list)
+    #: Variables to remove from the build's environment.
+    unset: list[str] = field(default_factory=list)
+    #: MAKEFLAGS as the build should see it, without any -j or jobserver.
+    makeflags: str | None = None
+    #: The -jN taken from the command line, to start with.
+    jobs: int | None = None
+    notices: list[str] = field(default_factory=list)
+
+    def explain(self) -> str:
+        how = {"protocol": "the build-control protocol", "none": "no control"}.get(
+            self.via, f"a jobserver ({self.style})"
+        )
+        return f"{self.tool}: {how}: {self.reason}"
+
+
+def program_path(name: str) -> Path | None:
+    found = shutil.which(name)
+    return Path(found).resolve() if found else None
+
+
+def reads_buildsocket(path: Path) -> bool:
+    """Whether the executable at *path* mentions BUILDSOCKET: a patched tool."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_SCAN_LIMIT)
+    except OSError:
+        return False
+    return b"BUILDSOCKET" in data
+
+
+def tool_version(path: Path) -> str:
+    """The first line of ``PROGRAM --version``, or '' if it does not say."""
+    try:
+        result = subprocess.run(
+            [str(path), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    lines = (result.stdout or result.stderr).splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return ()
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def plan(argv: Sequence[str], env: Mapping[str, str], via: str = "auto") -> Plan:
+    """Decide how to control *argv*; *via* is what the user asked for."""
+    result = _detect(list(argv), env)
+    if via == "protocol":
+        return Plan(
+            "protocol", result.tool, "asked for with --via protocol", argv=list(argv)
+        )
+    if via == "jobserver" and result.via != "jobserver":
+        raise ConfigError(
+            f"--via jobserver: {result.tool} cannot be driven through a jobserver "
+            f"({result.reason})"
+        )
+    if result.via == "jobserver" and _enclosing_jobserver(env):
+        why = "it obeys the jobserver of an enclosing make (MAKEFLAGS)"
+        if via == "jobserver":
+            raise ConfigError(
+                f"--via jobserver: {why}: run bcrun around the outer build instead"
+            )
+        return Plan("none", result.tool, why, argv=result.argv)
+    if result.via == "jobserver":
+        _strip_overrides(result, env)
+    return result
+
+
+def _enclosing_jobserver(env: Mapping[str, str]) -> bool:
+    return bool(re.search(r"--jobserver-(auth|fds)=", env.get("MAKEFLAGS", "")))
+
+
+def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
+    path = program_path(argv[0])
+    name = os.path.basename(argv[0])
+    if path is None:
+        return Plan("none", name, NOT_FOUND, argv=argv)
+    if name == "cmake" and "--build" in argv:
+        return _detect_cmake(argv, env)
+    if reads_buildsocket(path):
+        return Plan("protocol", name, "it reads BUILDSOCKET: a patched tool", argv=argv)
+    version = tool_version(path)
+    if version.startswith("GNU Make"):
+        number = _version_tuple(version)
+        tool = f"GNU make {'.'.join(map(str, number))}"
+        if number >= (4, 4):
+            return Plan("jobserver", tool, "a jobserver client (fifo)", "fifo", argv)
+        if number >= (4, 2):
+            return Plan("jobserver", tool, "a jobserver client (pipe)", "pipe", argv)
+        return Plan(
+            "none", tool, "older than 4.2, which --jobserver-auth needs", argv=argv
+        )
+    if name.startswith("ninja") or name == "samu":
+        number = _version_tuple(version)
+        tool = f"{name} {version.split()[0] if version else '(no version)'}"
+        if name.startswith("ninja") and number >= (1, 13):
+            return Plan(
+                "jobserver", tool, "ninja >= 1.13 is a jobserver client", "fifo", argv
+            )
+        return Plan("none", tool, "unpatched, and no jobserver client", argv=argv)
+    if name == "cargo":
+        return Plan(
+            "jobserver", "cargo", "cargo joins an inherited jobserver", "pipe", argv
+        )
+    return Plan(
+        "none",
+        name,
+        "neither a patched tool nor GNU make, ninja >= 1.13 or cargo",
+        argv=argv,
+    )
+
+
+def _detect_cmake(argv: list[str], env: Mapping[str, str]) -> Plan:
+    where = argv[argv.index("--build") + 1] if argv[-1] != "--build" else "."
+    cache = Path(where) / "CMakeCache.txt"
+    try:
+        text = cache.read_text(errors="replace")
+    except OSError:
+        return Plan(
+            "none", "cmake --build", f"no {cache} to tell its generator", argv=argv
+        )
+    match = re.search(r"^CMAKE_MAKE_PROGRAM:\w+=(.*)$", text, re.MULTILINE)
+    if not match:
+        return Plan(
+            "none", "cmake --build", f"{cache} names no build program", argv=argv
+        )
+    inner = _detect([match.group(1).strip(), *argv[1:]], env)
+    inner.tool = f"cmake --build ({inner.tool})"
+    inner.argv = argv
+    return inner
+
+
+# -- overrides ------------------------------------------------------------
+
+
+def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
+    """Remove what would make the build leave bcrun's jobserver."""
+    name = os.path.basename(result.argv[0])
+    if name == "cmake":
+        result.argv = _strip_cmake_jobs(result)
+        if "CMAKE_BUILD_PARALLEL_LEVEL" in env:
+            result.unset.append("CMAKE_BUILD_PARALLEL_LEVEL")
+            result.notices.append(
+                "removed CMAKE_BUILD_PARALLEL_LEVEL: cmake would pass -j and escape the jobserver"
+            )
+    elif name != "cargo":
+        result.argv = _strip_make_jobs(result, ninja=name.startswith("ninja"))
+    result.makeflags = _clean_makeflags(env.get("MAKEFLAGS", ""), result)
+
+
+def _take_jobs(result: Plan, value: str | None, shown: str) -> None:
+    if value is not None and value.isdigit():
+        jobs = int(value)
+        if jobs == 1:
+            raise ConfigError(
+                f"{shown} asks for a serial build, which a jobserver cannot promise: "
+                "drop it, or use bcrun -j 1 (or --via protocol with a patched tool)"
+            )
+        result.jobs = jobs
+        result.notices.append(
+            f"took {shown} off the command line: bcrun's jobserver sets the count"
+        )
+    else:
+        result.notices.append(
+            f"took {shown} off the command line: bcrun's jobserver sets the count"
+        )
+
+
+def _strip_make_jobs(result: Plan, ninja: bool) -> list[str]:
+    argv = result.argv
+    out = [argv[0]]
+    i = 1
+    while i < len(argv):
+        word = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if word == "--":
+            out += argv[i:]
+            break
+        if word in ("-j", "--jobs"):
+            value = nxt if nxt is not None and nxt.isdigit() else None
+            _take_jobs(result, value, f"{word} {value}" if value else word)
+            i += 2 if value else 1
+            continue
+        if word.startswith("--jobs="):
+            _take_jobs(result, word.split("=", 1)[1], word)
+            i += 1
+            continue
+        if word.startswith("-") and not word.startswith("--") and "j" in word[1:]:
+            kept, value = _split_short(word, ninja)
+            if value is not None or kept != word:
+                shown = word
+                if value == "" and nxt is not None and nxt.isdigit():
+                    value, shown = nxt, f"{word} {nxt}"
+                    i += 1
+                _take_jobs(result, value or None, shown)
+                if kept != "-":
+                    out.append(kept)
+                i += 1
+                continue
+        out.append(word)
+        i += 1
+    return out
+
+
+def _split_short(word: str, ninja: bool) -> tuple[str, str | None]:
+    """``-kj8`` -> (``-k``, ``8``); a j inside another option's argument stays."""
+    letters = word[1:]
+    for pos, letter in enumerate(letters):
+        if letter == "j":
+            digits = re.match(r"\d*", letters[pos + 1 :])
+            value = digits.group(0) if digits else ""
+            rest = letters[pos + 1 + len(value) :]
+            return "-" + letters[:pos] + rest, value
+        takes_argument = letter in (
+            "Cfdlt" if ninja else _MAKE_ARG_OPTIONS | {"l", "O"}
+        )
+        if takes_argument:
+            break
+    return word, None
+
+
+def _strip_cmake_jobs(result: Plan) -> list[str]:
+    argv = result.argv
+    out = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if word == "--":
+            out += argv[i:]
+            break
+        if word in ("-j", "--parallel"):
+            value = nxt if nxt is not None and nxt.isdigit() else None
+            _take_jobs(result, value, f"{word} {value}" if value else word)
+            i += 2 if value else 1
+            continue
+        match = re.fullmatch(r"(-j|--parallel=)(\d+)", word)
+        if match:
+            _take_jobs(result, match.group(2), word)
+            i += 1
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
+def _clean_makeflags(makeflags: str, result: Plan) -> str:
+    """MAKEFLAGS without an inherited jobserver or job count."""
+    words = makeflags.split()
+    kept = []
+    for index, word in enumerate(words):
+        if re.fullmatch(r"-j\d*|--jobs(=\d+)?", word):
+            result.notices.append(
+                f"took {word} out of MAKEFLAGS: bcrun's jobserver sets the count"
+            )
+            continue
+        if index == 0 and not word.startswith("-") and "j" in word and "=" not in word:
+            # The first word of MAKEFLAGS is single-letter flags without a dash.
+            result.notices.append(f"took j out of MAKEFLAGS' flags {word!r}")
+            word = re.sub(r"j\d*", "", word)
+            if not word:
+                continue
+        kept.append(word)
+    return " ".join(kept)

@@ -1,0 +1,159 @@
+"""The owner of a GNU make jobserver, for stock tools that obey one.
+
+GNU make (4.3: a pipe; 4.4 and later: a fifo too), ninja >= 1.13 (a fifo)
+and cargo take a token from the jobserver before each job beyond their
+first, and give it back when the job ends.  bcrun owns the pool: it puts
+``count - 1`` tokens in (the top-level client runs one job without a token),
+adds tokens at once when the count grows, and takes tokens back as they are
+returned when it shrinks.
+
+Shrinking is a race: a client re-takes a returned token within microseconds.
+A thread parked in a blocking read() on bcrun's own open file description of
+the pool wins most of those races, where an owner waiting in select() loses
+them by seconds (measured; see bcrun(1)).  Clients set O_NONBLOCK on theirs,
+which is why bcrun reads through a description of its own.
+
+Nothing here can take back the slot each running client holds for its first
+job: the pool's floor is the number of running clients (a pause leaves one
+job per client running).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Literal
+
+Style = Literal["fifo", "pipe"]
+
+TOKEN = b"+"
+
+
+class JobserverPool:
+    """A jobserver of one build: create, resize, close.  Thread-safe."""
+
+    def __init__(self, style: Style, directory: Path) -> None:
+        self.style = style
+        self.path = directory / "jobserver"
+        self._lock = threading.Condition()
+        #: Tokens the build has: in the pool or held by its clients.
+        self._circulating = 0
+        #: Tokens to take back as they come.
+        self._deficit = 0
+        self._closing = False
+        self.read_fd = self.write_fd = -1
+        if style == "fifo":
+            os.mkfifo(self.path, 0o600)
+            # Kept open read-write for the build's life: make 4.4.1 opening a
+            # fifo that has no writer would block forever.
+            self._pool_fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            self._taker_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        else:
+            self.read_fd, self.write_fd = os.pipe()
+            os.set_inheritable(self.read_fd, True)
+            os.set_inheritable(self.write_fd, True)
+            self._pool_fd = self.write_fd
+            # A description of our own, so the clients' O_NONBLOCK is not ours.
+            self._taker_fd = os.open(
+                f"/proc/self/fd/{self.read_fd}", os.O_RDONLY | os.O_CLOEXEC
+            )
+        self._taker = threading.Thread(
+            target=self._take_back, name="jobserver-taker", daemon=True
+        )
+        self._taker.start()
+
+    # -- what the build is given -------------------------------------------
+
+    @property
+    def auth(self) -> str:
+        """The ``--jobserver-auth`` value clients find in MAKEFLAGS."""
+        if self.style == "fifo":
+            return f"fifo:{self.path}"
+        return f"{self.read_fd},{self.write_fd}"
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        """Descriptors the build must inherit (a pipe's two ends)."""
+        return (self.read_fd, self.write_fd) if self.style == "pipe" else ()
+
+    # -- the count ---------------------------------------------------------
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the build has now (in the pool or taken by its clients)."""
+        with self._lock:
+            return self._circulating
+
+    def resize(self, count: int) -> None:
+        """Give the build ``count - 1`` tokens: at once if that is more,
+        as they are returned if that is fewer."""
+        target = max(count - 1, 0)
+        with self._lock:
+            if target >= self._circulating:
+                self._deficit = 0
+                self._put(target - self._circulating)
+            else:
+                self._deficit = self._circulating - target
+                self._lock.notify()
+
+    def restore(self, lost: int) -> None:
+        """Replace *lost* tokens that died with a client (SIGKILL)."""
+        with self._lock:
+            self._put(lost)
+
+    def _put(self, n: int) -> None:
+        if n > 0:
+            os.write(self._pool_fd, TOKEN * n)
+            self._circulating += n
+
+    def _take_back(self) -> None:
+        while True:
+            with self._lock:
+                while not self._deficit and not self._closing:
+                    self._lock.wait()
+                if self._closing:
+                    return
+                wanted = self._deficit
+            try:
+                data = os.read(self._taker_fd, wanted)
+            except OSError:
+                return
+            with self._lock:
+                if self._closing or not data:
+                    return
+                taken = min(len(data), self._deficit)
+                self._deficit -= taken
+                self._circulating -= taken
+                # The count grew while we waited: those go straight back.
+                if len(data) > taken:
+                    os.write(self._pool_fd, data[taken:])
+
+    # -- life cycle --------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop taking tokens, close every descriptor, remove the fifo."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        # Wake a read() parked on an empty pool; the build is over.
+        with contextlib.suppress(OSError):
+            os.write(self._pool_fd, TOKEN)
+        self._taker.join(timeout=1.0)
+        for fd in {self._pool_fd, self._taker_fd, self.read_fd, self.write_fd} - {-1}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self.style == "fifo":
+            try:
+                if stat.S_ISFIFO(os.lstat(self.path).st_mode):
+                    os.unlink(self.path)
+            except OSError:
+                pass
+
+    def __enter__(self) -> JobserverPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

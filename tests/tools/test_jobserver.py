@@ -1,0 +1,79 @@
+"""Stock tools obey bcrun through a jobserver bcrun owns (issue 4).
+
+The tools are unpatched: the system's GNU make 4.3 (a pipe), GNU make 4.4.1
+and ninja 1.13.2 built from Debian's sources (a fifo).  Their own -j is on
+the command line, as users write it: bcrun takes it off.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from bcrun.control import send_command
+from tests.helpers import Bcrun, wait_until
+from tests.tools.conftest import Tool, get_tool
+from tests.tools.jobs import make_project
+from tests.tools.test_scenarios import start
+
+STOCK = ["make-4.3", "gmake-4.4.1", "ninja-1.13.2"]
+
+
+@pytest.fixture(params=STOCK)
+def stock(request: pytest.FixtureRequest) -> Tool:
+    if request.param == "make-4.3":
+        path = shutil.which("make")
+        if path is None:
+            pytest.skip("no system make")
+        return Tool("gmake", Path(path))
+    name = request.param.split("-")[0]
+    return get_tool(name, patched=False)
+
+
+def test_explained_as_a_jobserver(bcrun: Bcrun, stock: Tool, tmp_path: Path) -> None:
+    result = bcrun.run("--explain", *stock.argv(tmp_path, 8))
+    assert result.returncode == 0, result.stderr
+    style = "pipe" if "4.3" in result.stdout else "fifo"
+    assert f"a jobserver ({style})" in result.stdout
+    assert "took -j 8 off the command line" in result.stdout
+
+
+def test_starts_at_the_count_and_grows_at_once(
+    bcrun: Bcrun, stock: Tool, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    log = make_project(project, jobs=6, seconds=1.5)
+    proc, instance = start(bcrun, 2, stock, project, log, jobs=8)
+    wait_until(lambda: log.started() >= 2, what="2 jobs")
+    time.sleep(0.3)
+    assert log.max_running() == 2
+    before = time.time()
+    send_command(instance, "1:4")
+    wait_until(lambda: log.running_at(time.time()) >= 4, timeout=5, what="4 jobs")
+    reached = log.time_running_reached(4, before)
+    assert reached is not None
+    if stock.name == "ninja":
+        # Upstream ninja asks for tokens only when one of its jobs ends.
+        first_end = min(i.end for i in log.intervals())
+        assert reached - first_end < 0.1, (reached, first_end)
+    else:
+        assert reached - before < 0.1, reached - before
+    assert proc.wait(60) == 0
+    assert log.finished() == 6
+    assert bcrun.leftovers() == []  # the fifo went with the directory
+
+
+def test_recursive_make_is_bounded_in_all(
+    bcrun: Bcrun, stock: Tool, tmp_path: Path
+) -> None:
+    if not stock.makes:
+        pytest.skip("ninja has no sub-makes")
+    project = tmp_path / "p"
+    log = make_project(project, jobs=4, seconds=0.4, recursive=3)
+    proc, _ = start(bcrun, 3, stock, project, log, jobs=8)
+    assert proc.wait(60) == 0
+    assert log.finished() == 12
+    assert log.max_running() == 3
