@@ -59,6 +59,10 @@ class Plan:
     makeflags: str | None = None
     #: The -jN taken from the command line, to start with.
     jobs: int | None = None
+    #: Names of the jobserver clients whose direct children are jobs, for
+    #: counting the tokens the build holds (none for cargo: rustc takes
+    #: tokens of its own).
+    clients: frozenset[str] = frozenset()
     notices: list[str] = field(default_factory=list)
 
     def explain(self) -> str:
@@ -147,10 +151,17 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
     if version.startswith("GNU Make"):
         number = _version_tuple(version)
         tool = f"GNU make {'.'.join(map(str, number))}"
-        if number >= (4, 4):
-            return Plan("jobserver", tool, "a jobserver client (fifo)", "fifo", argv)
+        makes = frozenset({"make", "gmake", path.name})
         if number >= (4, 2):
-            return Plan("jobserver", tool, "a jobserver client (pipe)", "pipe", argv)
+            style: Style = "fifo" if number >= (4, 4) else "pipe"
+            return Plan(
+                "jobserver",
+                tool,
+                f"a jobserver client ({style})",
+                style,
+                argv,
+                clients=makes,
+            )
         return Plan(
             "none", tool, "older than 4.2, which --jobserver-auth needs", argv=argv
         )
@@ -159,7 +170,12 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         tool = f"{name} {version.split()[0] if version else '(no version)'}"
         if name.startswith("ninja") and number >= (1, 13):
             return Plan(
-                "jobserver", tool, "ninja >= 1.13 is a jobserver client", "fifo", argv
+                "jobserver",
+                tool,
+                "ninja >= 1.13 is a jobserver client",
+                "fifo",
+                argv,
+                clients=frozenset({"ninja", path.name}),
             )
         return Plan("none", tool, "unpatched, and no jobserver client", argv=argv)
     if name == "cargo":

@@ -21,8 +21,11 @@ job per client running).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
+import struct
+import termios
 import threading
 from pathlib import Path
 from typing import Literal
@@ -44,6 +47,7 @@ class JobserverPool:
         #: Tokens to take back as they come.
         self._deficit = 0
         self._closing = False
+        self._suspected = 0
         self.read_fd = self.write_fd = -1
         if style == "fifo":
             os.mkfifo(self.path, 0o600)
@@ -99,10 +103,30 @@ class JobserverPool:
                 self._deficit = self._circulating - target
                 self._lock.notify()
 
-    def restore(self, lost: int) -> None:
-        """Replace *lost* tokens that died with a client (SIGKILL)."""
+    def available(self) -> int:
+        """Tokens lying in the pool now (FIONREAD)."""
+        raw = fcntl.ioctl(self._pool_fd, termios.FIONREAD, b"\0\0\0\0")
+        return int(struct.unpack("i", raw)[0])
+
+    def reconcile(self, jobs_holding: int) -> int:
+        """Replace tokens that died with a client; return how many.
+
+        The build holds ``tokens - available()`` tokens; if more than its
+        running jobs can hold, the rest died with a client killed before it
+        could give them back (SIGKILL; a make 4.4.1 sub-make on SIGINT).  Only
+        a loss seen twice in a row counts, so a token in flight between a
+        job's end and the pool is not mistaken for one.
+        """
         with self._lock:
-            self._put(lost)
+            if self._deficit:
+                return 0  # shrinking: tokens are meant to be missing
+            missing = self._circulating - self.available() - jobs_holding
+            suspected, self._suspected = self._suspected, max(missing, 0)
+            lost = min(suspected, self._suspected)
+            if lost > 0:
+                os.write(self._pool_fd, TOKEN * lost)
+                self._suspected = 0
+            return lost
 
     def _put(self, n: int) -> None:
         if n > 0:

@@ -53,3 +53,25 @@ def sample() -> Metrics:
         mem_total_bytes=memory.total,
         mem_available_bytes=memory.available,
     )
+
+
+def jobs_holding_tokens(root: int, clients: frozenset[str]) -> int:
+    """How many jobs of the build rooted at *root* hold a jobserver token.
+
+    Every running process named in *clients* (make, ninja) runs its first job
+    on its own implicit slot and each further job on a token; a job is a
+    direct child of a client.  Processes that vanish while we look are
+    simply not counted.
+    """
+    try:
+        tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.Error:
+        return 0
+    held = 0
+    for process in tree:
+        try:
+            if process.name() in clients:
+                held += max(len(process.children()) - 1, 0)
+        except psutil.Error:
+            continue
+    return held

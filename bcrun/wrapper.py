@@ -26,11 +26,14 @@ from bcrun.governor import Governor
 from bcrun.instances import InstanceDir
 from bcrun.jobserver import JobserverPool
 from bcrun.launcher import ExitStatus, SignalRelay, spawn
-from bcrun.metrics import sample
+from bcrun.metrics import jobs_holding_tokens, sample
 from bcrun.policies import Policy
 from bcrun.protocol import Token
 from bcrun.server import Build, Hub, describe_connections
 from bcrun.settings import Settings
+
+#: Seconds between two checks for jobserver tokens lost with a killed client.
+TOKEN_CHECK_S = 0.5
 
 #: The wrapper serves one build, always number 1.
 BUILD_NUMBER = 1
@@ -93,15 +96,32 @@ class Wrapper:
             self.update()
 
     async def supervise(self, child: asyncio.subprocess.Process) -> int:
-        """Tick the policies while *child* runs; return its returncode."""
+        """Tick the policies, and mind the jobserver's tokens, while *child*
+        runs; return its returncode."""
         async with asyncio.TaskGroup() as tasks:
-            ticker = (
-                tasks.create_task(self.tick()) if self.governor.needs_metrics else None
-            )
+            helpers = []
+            if self.governor.needs_metrics:
+                helpers.append(tasks.create_task(self.tick()))
+            if self.pool is not None and self.control.clients:
+                helpers.append(tasks.create_task(self.mind_tokens(child.pid)))
             returncode = await child.wait()
-            if ticker is not None:
-                ticker.cancel()
+            for helper in helpers:
+                helper.cancel()
         return returncode
+
+    async def mind_tokens(self, root: int) -> None:
+        """Give back the tokens that died with a killed client, so the build
+        does not go on below its count."""
+        assert self.pool is not None
+        while True:
+            await asyncio.sleep(TOKEN_CHECK_S)
+            held = jobs_holding_tokens(root, self.control.clients)
+            lost = self.pool.reconcile(held)
+            if lost and self.verbose:
+                print(
+                    f"bcrun: restored {lost} jobserver token(s) lost by a killed client",
+                    file=sys.stderr,
+                )
 
     # -- control commands --------------------------------------------------
 

@@ -18,8 +18,11 @@ reported as "never") and keeps its -j when asked to shrink.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +54,17 @@ def increase_delay(
     runner = bcrun_in(tmp)
     log = make_project(tmp / "p", jobs=5, seconds=seconds)
     env = dict(runner.env, JOBLOG=str(log.path))
-    proc = runner.start("-j", "1", *tool.argv(tmp / "p", tool_jobs), env=env)
+    proc = runner.start(
+        "-j",
+        "1",
+        "--via",
+        "protocol",  # a stock tool keeps its own -j: no jobserver
+        *tool.argv(tmp / "p", tool_jobs),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: runner.instance_dirs() and log.started() >= 1, what="a job")
         instance = choose_instance(proc.pid)
@@ -64,8 +77,7 @@ def increase_delay(
         reached = log.time_running_reached(4, before)
         return None if reached is None else reached - before
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
         runner.cleanup()
 
 
@@ -73,7 +85,17 @@ def started_over_after_decrease(tool: Tool, tmp: Path) -> int:
     runner = bcrun_in(tmp)
     log = make_project(tmp / "p", jobs=12, seconds=0.5)
     env = dict(runner.env, JOBLOG=str(log.path))
-    proc = runner.start("-j", "4", *tool.argv(tmp / "p", 4), env=env)
+    proc = runner.start(
+        "-j",
+        "4",
+        "--via",
+        "protocol",
+        *tool.argv(tmp / "p", 4),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(
             lambda: runner.instance_dirs() and log.running_at(time.time()) >= 4,
@@ -85,10 +107,15 @@ def started_over_after_decrease(tool: Tool, tmp: Path) -> int:
         proc.wait(120)
         return len(log.starts_while_at_or_above(1, decreased + 0.005))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         runner.cleanup()
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """End bcrun and the whole build: it runs in a session of its own."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bcrun.control import send_command
@@ -77,3 +78,24 @@ def test_recursive_make_is_bounded_in_all(
     assert proc.wait(60) == 0
     assert log.finished() == 12
     assert log.max_running() == 3
+
+
+def test_tokens_lost_with_a_killed_sub_make_are_restored(
+    bcrun: Bcrun, stock: Tool, tmp_path: Path
+) -> None:
+    if not stock.makes:
+        pytest.skip("ninja has no sub-makes")
+    project = tmp_path / "p"
+    log = make_project(project, jobs=12, seconds=1.0, recursive=2)
+    proc, _ = start(bcrun, 6, stock, project, log, jobs=8)
+    wait_until(lambda: log.running_at(time.time()) >= 6, what="6 jobs")
+    victim = next(
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if p.name() == "make" and "sub1" in " ".join(p.cmdline())
+    )
+    victim.kill()  # SIGKILL: the tokens it held are never given back
+    killed = time.time()
+    assert proc.wait(60) != 0  # sub1 failed
+    # Once sub1's orphaned jobs are done, sub0 alone runs the whole count.
+    assert log.max_running(since=killed + 1.3) == 6
