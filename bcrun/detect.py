@@ -4,8 +4,9 @@
 
 1. its executable holds the string ``BUILDSOCKET``: a patched tool, which
    gets the protocol;
-2. GNU make 4.4 or later (``make --version``): a jobserver on a fifo;
-   GNU make 4.2 or 4.3: a jobserver on a pipe;
+2. GNU make 4.2 or later (``make --version``): a jobserver on two pipes
+   (one to take tokens from, one to give them back into, which bcrun routes:
+   see bcrun.jobserver);
 3. ninja 1.13 or later (``ninja --version``): a jobserver on a fifo;
 4. cargo: a jobserver on a pipe;
 5. ``cmake --build DIR``: what the build tool in DIR's CMakeCache.txt gets;
@@ -153,12 +154,13 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         tool = f"GNU make {'.'.join(map(str, number))}"
         makes = frozenset({"make", "gmake", path.name})
         if number >= (4, 2):
-            style: Style = "fifo" if number >= (4, 4) else "pipe"
+            # Pipes even for 4.4, which takes a fifo too: only with pipes can
+            # bcrun route returned tokens, which makes a shrink exact.
             return Plan(
                 "jobserver",
                 tool,
-                f"a jobserver client ({style})",
-                style,
+                "a jobserver client (pipes: an exact shrink)",
+                "pipe",
                 argv,
                 clients=makes,
             )

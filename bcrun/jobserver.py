@@ -7,11 +7,14 @@ first, and give it back when the job ends.  bcrun owns the pool: it puts
 adds tokens at once when the count grows, and takes tokens back as they are
 returned when it shrinks.
 
-Shrinking is a race: a client re-takes a returned token within microseconds.
-A thread parked in a blocking read() on bcrun's own open file description of
-the pool wins most of those races, where an owner waiting in select() loses
-them by seconds (measured; see bcrun(1)).  Clients set O_NONBLOCK on theirs,
-which is why bcrun reads through a description of its own.
+Shrinking on a pipe (GNU make) is exact: bcrun gives the clients two pipes,
+one to take tokens from and one to give them back into, which only bcrun
+reads, so a returned token reaches a client again only if bcrun passes it
+on.  A fifo (ninja, GNU make's fifo style) is one pipe for both, and
+shrinking it is a race: a client re-takes a returned token within
+microseconds, and a thread of bcrun's parked in a blocking read() of its own
+open file description of the fifo (clients set O_NONBLOCK on theirs) wins
+only some of those races.
 
 Nothing here can take back the slot each running client holds for its first
 job: the pool's floor is the number of running clients (a pause leaves one
@@ -48,7 +51,7 @@ class JobserverPool:
         self._deficit = 0
         self._closing = False
         self._suspected = 0
-        self.read_fd = self.write_fd = -1
+        self.read_fd = self.write_fd = self._drain_fd = -1
         if style == "fifo":
             os.mkfifo(self.path, 0o600)
             # Kept open read-write for the build's life: make 4.4.1 opening a
@@ -56,13 +59,20 @@ class JobserverPool:
             self._pool_fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
             self._taker_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         else:
-            self.read_fd, self.write_fd = os.pipe()
+            # Two pipes: clients take tokens from the first and give them back
+            # into the second, which only bcrun reads.  A returned token
+            # reaches a client again only if bcrun passes it on, so a shrink
+            # is exact: no race to lose against a client that gives a token
+            # back and takes one at once.
+            self.read_fd, self._pool_fd = os.pipe()
+            self._taker_fd, self.write_fd = os.pipe()
             os.set_inheritable(self.read_fd, True)
             os.set_inheritable(self.write_fd, True)
-            self._pool_fd = self.write_fd
-            # A description of our own, so the clients' O_NONBLOCK is not ours.
-            self._taker_fd = os.open(
-                f"/proc/self/fd/{self.read_fd}", os.O_RDONLY | os.O_CLOEXEC
+            # Our own description of the clients' end, for taking back the
+            # tokens that lie unused in it.
+            self._drain_fd = os.open(
+                f"/proc/self/fd/{self.read_fd}",
+                os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC,
             )
         self._taker = threading.Thread(
             target=self._take_back, name="jobserver-taker", daemon=True
@@ -101,11 +111,23 @@ class JobserverPool:
                 self._put(target - self._circulating)
             else:
                 self._deficit = self._circulating - target
+                if self.routed:
+                    self._drain()
                 self._lock.notify()
+
+    def _drain(self) -> None:
+        """Take back, at once, surplus tokens no client has taken yet."""
+        try:
+            data = os.read(self._drain_fd, self._deficit)
+        except BlockingIOError:
+            return
+        self._deficit -= len(data)
+        self._circulating -= len(data)
 
     def available(self) -> int:
         """Tokens lying in the pool now (FIONREAD)."""
-        raw = fcntl.ioctl(self._pool_fd, termios.FIONREAD, b"\0\0\0\0")
+        fd = self.read_fd if self.routed else self._pool_fd
+        raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
         return int(struct.unpack("i", raw)[0])
 
     def reconcile(self, jobs_holding: int) -> int:
@@ -133,14 +155,21 @@ class JobserverPool:
             os.write(self._pool_fd, TOKEN * n)
             self._circulating += n
 
+    @property
+    def routed(self) -> bool:
+        """Whether returned tokens pass through bcrun (the two-pipe pool)."""
+        return self.style == "pipe"
+
     def _take_back(self) -> None:
         while True:
             with self._lock:
-                while not self._deficit and not self._closing:
+                # A fifo is read only to take tokens back; the return pipe
+                # always, since every returned token must be passed on.
+                while not self.routed and not self._deficit and not self._closing:
                     self._lock.wait()
                 if self._closing:
                     return
-                wanted = self._deficit
+                wanted = max(self._deficit, 1) if not self.routed else 4096
             try:
                 data = os.read(self._taker_fd, wanted)
             except OSError:
@@ -151,7 +180,8 @@ class JobserverPool:
                 taken = min(len(data), self._deficit)
                 self._deficit -= taken
                 self._circulating -= taken
-                # The count grew while we waited: those go straight back.
+                # The rest goes on to the clients (routed), or back to the
+                # pool (the count grew while we waited on the fifo).
                 if len(data) > taken:
                     os.write(self._pool_fd, data[taken:])
 
@@ -162,11 +192,18 @@ class JobserverPool:
         with self._lock:
             self._closing = True
             self._lock.notify()
-        # Wake a read() parked on an empty pool; the build is over.
+        # Wake a read() parked on an empty pipe; the build is over.
         with contextlib.suppress(OSError):
-            os.write(self._pool_fd, TOKEN)
+            os.write(self.write_fd if self.routed else self._pool_fd, TOKEN)
         self._taker.join(timeout=1.0)
-        for fd in {self._pool_fd, self._taker_fd, self.read_fd, self.write_fd} - {-1}:
+        fds = {
+            self._pool_fd,
+            self._taker_fd,
+            self._drain_fd,
+            self.read_fd,
+            self.write_fd,
+        }
+        for fd in fds - {-1}:
             with contextlib.suppress(OSError):
                 os.close(fd)
         if self.style == "fifo":

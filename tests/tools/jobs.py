@@ -83,16 +83,17 @@ class JobLog:
         return best
 
     def starts_while_at_or_above(self, count: int, since: float) -> list[Interval]:
-        """Jobs started after *since* while *count* or more others ran."""
+        """Jobs started after *since* while *count* or more others ran.
+
+        "Others" are jobs started before this one (in log order for starts
+        in the same instant), so two jobs started together count once.
+        """
         intervals = self.intervals()
         return [
             job
-            for job in intervals
+            for index, job in enumerate(intervals)
             if job.start > since
-            and sum(
-                1 for i in intervals if i is not job and i.start <= job.start < i.end
-            )
-            >= count
+            and sum(1 for i in intervals[:index] if job.start < i.end) >= count
         ]
 
     def time_running_reached(self, count: int, since: float) -> float | None:
@@ -104,21 +105,29 @@ class JobLog:
 
 
 def make_project(
-    directory: Path, jobs: int, seconds: float, recursive: int = 0
+    directory: Path, jobs: int, seconds: float, recursive: int = 0, spread: bool = False
 ) -> JobLog:
     """A build of *jobs* independent jobs of *seconds* each, as a Makefile
     (GNU and BSD make alike) and a build.ninja.  With *recursive* > 0 the
-    Makefile runs that many sub-makes of *jobs* jobs each instead.
+    Makefile runs that many sub-makes of *jobs* jobs each instead.  With
+    *spread*, the jobs take from 1 to 2 times *seconds*, so that they end at
+    different times, as in a real build.
     """
     directory.mkdir(parents=True, exist_ok=True)
     job = directory / "job.sh"
     job.write_text(JOB_SCRIPT)
     names = [f"j{i}" for i in range(jobs)]
+    durations = {
+        name: round(seconds * (1 + (i * 7 % 10) / 10 if spread else 1), 3)
+        for i, name in enumerate(names)
+    }
     if recursive:
         subs = [f"sub{i}" for i in range(recursive)]
         for sub in subs:
             _write_makefile(
-                directory / sub, [f"{sub}-{n}" for n in names], seconds, job
+                directory / sub,
+                {f"{sub}-{n}": d for n, d in durations.items()},
+                job,
             )
         lines = [f"all: {' '.join(subs)}", ""]
         for sub in subs:
@@ -126,25 +135,24 @@ def make_project(
         lines.append(f".PHONY: all {' '.join(subs)}")
         (directory / "Makefile").write_text("\n".join(lines) + "\n")
     else:
-        _write_makefile(directory, names, seconds, job)
-    write_ninja(directory, names, seconds, job)
+        _write_makefile(directory, durations, job)
+    write_ninja(directory, durations, job)
     return JobLog(directory / "jobs.log")
 
 
-def write_ninja(directory: Path, names: list[str], seconds: float, job: Path) -> None:
-    """A build.ninja in *directory* running *job* once per name."""
-    lines = ["rule job", f"  command = sh {job} $out {seconds}", ""]
-    lines += [f"build {name}: job" for name in names]
-    lines += ["", f"build all: phony {' '.join(names)}", "default all", ""]
+def write_ninja(directory: Path, durations: dict[str, float], job: Path) -> None:
+    """A build.ninja in *directory* running *job* once per name, for its time."""
+    lines = ["rule job", f"  command = sh {job} $out $seconds", ""]
+    for name, seconds in durations.items():
+        lines += [f"build {name}: job", f"  seconds = {seconds}"]
+    lines += ["", f"build all: phony {' '.join(durations)}", "default all", ""]
     (directory / "build.ninja").write_text("\n".join(lines))
 
 
-def _write_makefile(
-    directory: Path, names: list[str], seconds: float, job: Path
-) -> None:
+def _write_makefile(directory: Path, durations: dict[str, float], job: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    lines = [f"all: {' '.join(names)}", ""]
-    for name in names:
+    lines = [f"all: {' '.join(durations)}", ""]
+    for name, seconds in durations.items():
         lines += [f"{name}:", f"\t@sh {job} {name} {seconds}", ""]
-    lines.append(f".PHONY: all {' '.join(names)}")
+    lines.append(f".PHONY: all {' '.join(durations)}")
     (directory / "Makefile").write_text("\n".join(lines) + "\n")

@@ -18,7 +18,7 @@ from bcrun.control import send_command
 from tests.helpers import Bcrun, wait_until
 from tests.tools.conftest import Tool, get_tool
 from tests.tools.jobs import make_project
-from tests.tools.test_scenarios import start
+from tests.tools.test_scenarios import GRACE_S, start
 
 STOCK = ["make-4.3", "gmake-4.4.1", "ninja-1.13.2"]
 
@@ -37,7 +37,7 @@ def stock(request: pytest.FixtureRequest) -> Tool:
 def test_explained_as_a_jobserver(bcrun: Bcrun, stock: Tool, tmp_path: Path) -> None:
     result = bcrun.run("--explain", *stock.argv(tmp_path, 8))
     assert result.returncode == 0, result.stderr
-    style = "pipe" if "4.3" in result.stdout else "fifo"
+    style = "fifo" if stock.name == "ninja" else "pipe"
     assert f"a jobserver ({style})" in result.stdout
     assert "took -j 8 off the command line" in result.stdout
 
@@ -65,6 +65,30 @@ def test_starts_at_the_count_and_grows_at_once(
     assert proc.wait(60) == 0
     assert log.finished() == 6
     assert bcrun.leftovers() == []  # the fifo went with the directory
+
+
+def test_shrinks_with_at_most_one_job_above_the_count(
+    bcrun: Bcrun, stock: Tool, tmp_path: Path
+) -> None:
+    if not stock.makes:
+        # Open problem (issue 4): ninja reads a fifo, the one pipe it gives
+        # tokens back into and takes them from, and re-takes a returned
+        # token before bcrun's parked reader can: its shrink is a race bcrun
+        # mostly loses.  bench/ measures it; see the issue's note.
+        pytest.skip("ninja's fifo: shrinking is still a race bcrun loses")
+    project = tmp_path / "p"
+    # Jobs end at different times, as in a real build: when several end at
+    # once, the client re-takes their tokens before any owner can.
+    log = make_project(project, jobs=10, seconds=0.5, spread=True)
+    proc, instance = start(bcrun, 4, stock, project, log, jobs=8)
+    wait_until(lambda: log.running_at(time.time()) >= 4, what="4 jobs")
+    time.sleep(0.2)
+    decreased = time.time()
+    send_command(instance, "1:1")
+    assert proc.wait(60) == 0
+    assert log.finished() == 10
+    late = log.starts_while_at_or_above(1, decreased + GRACE_S)
+    assert len(late) <= 1, [(j.name, round(j.start - decreased, 3)) for j in late]
 
 
 def test_recursive_make_is_bounded_in_all(

@@ -367,8 +367,8 @@ def test_a_make_that_calls_ninja_runs_the_count_in_all(bcrun, tmp_path):
     # joins make's jobserver (fifo) as well as the controller.
     for sub in ("a", "b"):
         (project / sub).mkdir()
-        names = [f"{sub}{i}" for i in range(4)]
-        write_ninja(project / sub, names, 0.4, project / "job.sh")
+        durations = {f"{sub}{i}": 0.4 for i in range(4)}
+        write_ninja(project / sub, durations, project / "job.sh")
     (project / "Makefile").write_text(
         f"all: a b\na b:\n\t+@{ninja.program} -C $@ --quiet\n.PHONY: all a b\n"
     )
