@@ -171,11 +171,14 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         number = _version_tuple(version)
         tool = f"{name} {version.split()[0] if version else '(no version)'}"
         if name.startswith("ninja") and number >= (1, 13):
+            # Kitware's build (PyPI's ninja) takes pipes too: routed, exact.
+            pipes = "jobserver-pipe" in version
             return Plan(
                 "jobserver",
                 tool,
-                "ninja >= 1.13 is a jobserver client",
-                "fifo",
+                "ninja >= 1.13 is a jobserver client"
+                + (" (Kitware's, pipes too)" if pipes else ""),
+                "pipe" if pipes else "fifo",
                 argv,
                 clients=frozenset({"ninja", path.name}),
             )

@@ -14,6 +14,8 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +88,41 @@ def source_of(spec: ToolSpec) -> Path:
                 f"to add deb-src entries): {result.stderr.strip()[-400:]}"
             )
     return found[0]
+
+
+def pypi_ninja() -> Path:
+    """PyPI's ninja (Kitware's build, which takes a pipe jobserver too),
+    downloaded once with pip and unpacked from its wheel."""
+    where = CACHE / "pypi-ninja"
+    program = where / "ninja"
+    if program.exists():
+        return program
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "-d",
+            str(where),
+            "ninja>=1.13,<1.14",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    wheels = sorted(where.glob("ninja-*.whl"))
+    if not wheels:
+        raise RuntimeError(f"pip download ninja failed: {result.stderr.strip()[-400:]}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        member = next(n for n in wheel.namelist() if n.endswith("/scripts/ninja"))
+        program.write_bytes(wheel.read(member))
+    program.chmod(0o755)
+    return program
 
 
 def _key(spec: ToolSpec, patched: bool) -> str:
