@@ -136,3 +136,91 @@ def test_tokens_lost_with_a_killed_sub_make_are_restored(
     assert proc.wait(60) != 0  # sub1 failed
     # Once sub1's orphaned jobs are done, sub0 alone runs the whole count.
     assert log.max_running(since=killed + 1.3) == 6
+
+
+@pytest.mark.parametrize("generator", ["Unix Makefiles", "Ninja"])
+def test_cmake_build_with_either_generator(
+    bcrun: Bcrun, tmp_path: Path, generator: str
+) -> None:
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    project = tmp_path / "p"
+    log = make_project(project, jobs=6, seconds=0.4)
+    targets = "\n".join(
+        f"add_custom_target(j{i} ALL COMMAND sh {project / 'job.sh'} j{i} 0.4)"
+        for i in range(6)
+    )
+    (project / "CMakeLists.txt").write_text(
+        f"cmake_minimum_required(VERSION 3.16)\nproject(p NONE)\n{targets}\n"
+    )
+    configure = [
+        cmake,
+        "-S",
+        str(project),
+        "-B",
+        str(project / "build"),
+        "-G",
+        generator,
+    ]
+    if generator == "Ninja":
+        configure.append(f"-DCMAKE_MAKE_PROGRAM={pypi_ninja()}")
+    subprocess.run(configure, check=True, capture_output=True, timeout=120)
+    env = dict(bcrun.env, JOBLOG=str(log.path), CMAKE_BUILD_PARALLEL_LEVEL="8")
+    build = ["cmake", "--build", str(project / "build"), "-j", "8"]
+    explained = bcrun.run("--explain", *build, env=env)
+    assert "a jobserver" in explained.stdout, explained.stdout + explained.stderr
+    result = bcrun.run("-j", "2", *build, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "removed CMAKE_BUILD_PARALLEL_LEVEL" in result.stderr
+    assert "took -j 8 off the command line" in result.stderr
+    assert log.finished() == 6
+    assert log.max_running() == 2
+
+
+def test_cargo_joins_the_jobserver(bcrun: Bcrun, tmp_path: Path) -> None:
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.skip("cargo is not installed")
+    project = tmp_path / "w"
+    log = make_project(project, jobs=0, seconds=0)
+    crates = [f"c{i}" for i in range(4)]
+    (project / "Cargo.toml").write_text(
+        '[workspace]\nresolver = "2"\nmembers = ['
+        + ", ".join(f'"{c}"' for c in crates)
+        + "]\n"
+    )
+    for crate in crates:
+        (project / crate / "src").mkdir(parents=True)
+        (project / crate / "Cargo.toml").write_text(
+            f'[package]\nname = "{crate}"\nversion = "0.1.0"\nedition = "2021"\n'
+        )
+        (project / crate / "src" / "lib.rs").write_text("")
+        # A build script is a job: it runs on a token, and logs like the others.
+        (project / crate / "build.rs").write_text(
+            'fn main() { std::process::Command::new("sh")'
+            f'.args([std::env::var("JOBSCRIPT").unwrap().as_str(), "{crate}", "1.0"])'
+            ".status().unwrap(); }\n"
+        )
+    env = dict(
+        bcrun.env,
+        JOBLOG=str(log.path),
+        JOBSCRIPT=str(project / "job.sh"),
+        CARGO_TARGET_DIR=str(tmp_path / "target"),
+    )
+    explained = bcrun.run("--explain", "cargo", "build", env=env)
+    assert "cargo: a jobserver (pipe)" in explained.stdout
+    result = bcrun.run(
+        "-j",
+        "2",
+        "cargo",
+        "build",
+        "--offline",
+        "-q",
+        cwd=project,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert log.finished() == 4
+    assert log.max_running() == 2
