@@ -212,7 +212,7 @@ def test_cargo_joins_the_jobserver(bcrun: Bcrun, tmp_path: Path) -> None:
     assert "cargo: a jobserver (pipe)" in explained.stdout
     result = bcrun.run(
         "-j",
-        "2",
+        "1",
         "cargo",
         "build",
         "--offline",
@@ -223,4 +223,4 @@ def test_cargo_joins_the_jobserver(bcrun: Bcrun, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert log.finished() == 4
-    assert log.max_running() == 2
+    assert log.max_running() == 1  # cargo alone would run one per CPU
