@@ -55,23 +55,29 @@ def sample() -> Metrics:
     )
 
 
-def jobs_holding_tokens(root: int, clients: frozenset[str]) -> int:
-    """How many jobs of the build rooted at *root* hold a jobserver token.
+@dataclass(frozen=True)
+class JobserverUse:
+    """How a build rooted at one process uses its jobserver."""
 
-    Every running process named in *clients* (make, ninja) runs its first job
-    on its own implicit slot and each further job on a token; a job is a
-    direct child of a client.  Processes that vanish while we look are
-    simply not counted.
-    """
+    #: Running clients (make, ninja): each runs one job without a token.
+    clients: int
+    #: Jobs that hold a token: a client's children beyond its first.
+    holding: int
+
+
+def jobserver_use(root: int, clients: frozenset[str]) -> JobserverUse:
+    """Count the clients named in *clients* under *root*, and the jobs that
+    hold tokens.  Processes that vanish while we look are not counted."""
     try:
         tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
     except psutil.Error:
-        return 0
-    held = 0
+        return JobserverUse(0, 0)
+    running = holding = 0
     for process in tree:
         try:
             if process.name() in clients:
-                held += max(len(process.children()) - 1, 0)
+                running += 1
+                holding += max(len(process.children()) - 1, 0)
         except psutil.Error:
             continue
-    return held
+    return JobserverUse(running, holding)

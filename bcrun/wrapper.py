@@ -26,7 +26,7 @@ from bcrun.governor import Governor
 from bcrun.instances import InstanceDir
 from bcrun.jobserver import JobserverPool
 from bcrun.launcher import ExitStatus, SignalRelay, spawn
-from bcrun.metrics import jobs_holding_tokens, sample
+from bcrun.metrics import jobserver_use, sample
 from bcrun.policies import Policy
 from bcrun.protocol import Token
 from bcrun.server import Build, Hub, describe_connections
@@ -49,6 +49,8 @@ class Wrapper:
         self.argv = list(control.argv)
         #: The jobserver the build draws from, when it is driven through one.
         self.pool: JobserverPool | None = None
+        #: Jobs the build runs whatever the count: one per running client.
+        self.floor = 1
         self.governor = governor
         self.verbose = verbose
         self.started = time.time()
@@ -113,15 +115,26 @@ class Wrapper:
         """Give back the tokens that died with a killed client, so the build
         does not go on below its count."""
         assert self.pool is not None
+        reported = None
         while True:
             await asyncio.sleep(TOKEN_CHECK_S)
-            held = jobs_holding_tokens(root, self.control.clients)
-            lost = self.pool.reconcile(held)
+            use = jobserver_use(root, self.control.clients)
+            self.floor = use.clients
+            lost = self.pool.reconcile(use.holding)
             if lost and self.verbose:
                 print(
                     f"bcrun: restored {lost} jobserver token(s) lost by a killed client",
                     file=sys.stderr,
                 )
+            count = self.governor.count
+            if use.clients > count and reported != (count, use.clients):
+                print(
+                    f"bcrun: the build may run {use.clients} job(s) at a count of "
+                    f"{count}: each of its {use.clients} running make/ninja "
+                    "processes keeps one job slot (the jobserver floor)",
+                    file=sys.stderr,
+                )
+                reported = (count, use.clients)
 
     # -- control commands --------------------------------------------------
 
@@ -171,6 +184,7 @@ class Wrapper:
             "via": self.control.via,
             "tool": self.control.tool,
             "tokens": None if self.pool is None else self.pool.tokens,
+            "floor": None if self.pool is None else self.floor,
         }
 
 

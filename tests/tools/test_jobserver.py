@@ -7,6 +7,7 @@ the command line, as users write it: bcrun takes it off.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bcrun.control import send_command
+from bcrun.control import choose_instance, send_command
 from tests.helpers import Bcrun, wait_until
 from tests.tools.buildtools import pypi_ninja
 from tests.tools.conftest import Tool, get_tool
@@ -224,3 +225,30 @@ def test_cargo_joins_the_jobserver(bcrun: Bcrun, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert log.finished() == 4
     assert log.max_running() == 1  # cargo alone would run one per CPU
+
+
+def test_pause_leaves_one_job_per_client_and_says_so(
+    bcrun: Bcrun, stock: Tool, tmp_path: Path
+) -> None:
+    if not stock.makes:
+        pytest.skip("the floor is the same for ninja; make's routed pipes are exact")
+    project = tmp_path / "p"
+    log = make_project(project, jobs=6, seconds=0.4, spread=True)
+    env = dict(bcrun.env, JOBLOG=str(log.path))
+    proc = bcrun.start(
+        "-j", "3", *stock.argv(project, 8), env=env, stderr=subprocess.PIPE
+    )
+    wait_until(lambda: log.started() >= 3, what="3 jobs")
+    instance = choose_instance(proc.pid)
+    paused = time.time()
+    send_command(instance, "1:0")
+    time.sleep(1.5)
+    # The top-level make's own slot is the floor: one job at a time.
+    assert log.max_running(since=paused + 0.9) == 1
+    status = json.loads(send_command(instance, "status")[0])
+    assert (status["floor"], status["tokens"]) == (1, 0)
+    send_command(instance, "1:4")
+    assert proc.wait(60) == 0
+    assert log.finished() == 6
+    assert proc.stderr is not None
+    assert "may run 1 job(s) at a count of 0" in proc.stderr.read()
