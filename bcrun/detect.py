@@ -222,14 +222,14 @@ def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
     """Remove what would make the build leave bcrun's jobserver."""
     name = os.path.basename(result.argv[0])
     if name == "cmake":
-        result.argv = _strip_cmake_jobs(result)
+        result.argv = _strip_jobs(result, "--parallel", combined=False)
         if "CMAKE_BUILD_PARALLEL_LEVEL" in env:
             result.unset.append("CMAKE_BUILD_PARALLEL_LEVEL")
             result.notices.append(
                 "removed CMAKE_BUILD_PARALLEL_LEVEL: cmake would pass -j and escape the jobserver"
             )
     elif name != "cargo":
-        result.argv = _strip_make_jobs(result, ninja=name.startswith("ninja"))
+        result.argv = _strip_jobs(result, "--jobs", ninja=name.startswith("ninja"))
     result.makeflags = _clean_makeflags(env.get("MAKEFLAGS", ""), result)
 
 
@@ -242,16 +242,17 @@ def _take_jobs(result: Plan, value: str | None, shown: str) -> None:
                 "drop it, or use bcrun -j 1 (or --via protocol with a patched tool)"
             )
         result.jobs = jobs
-        result.notices.append(
-            f"took {shown} off the command line: bcrun's jobserver sets the count"
-        )
-    else:
-        result.notices.append(
-            f"took {shown} off the command line: bcrun's jobserver sets the count"
-        )
+    result.notices.append(
+        f"took {shown} off the command line: bcrun's jobserver sets the count"
+    )
 
 
-def _strip_make_jobs(result: Plan, ninja: bool) -> list[str]:
+def _strip_jobs(
+    result: Plan, long: str, ninja: bool = False, combined: bool = True
+) -> list[str]:
+    """*result*'s arguments without ``-j [N]``, ``-jN``, ``LONG [N]`` and
+    ``LONG=N``; with *combined*, also the j of short options run together
+    (``-kj4`` -> ``-k``)."""
     argv = result.argv
     out = [argv[0]]
     i = 1
@@ -261,34 +262,38 @@ def _strip_make_jobs(result: Plan, ninja: bool) -> list[str]:
         if word == "--":
             out += argv[i:]
             break
-        if word in ("-j", "--jobs"):
+        if word in ("-j", long):
             value = nxt if nxt is not None and nxt.isdigit() else None
             _take_jobs(result, value, f"{word} {value}" if value else word)
             i += 2 if value else 1
             continue
-        if word.startswith("--jobs="):
+        if word.startswith(long + "="):
             _take_jobs(result, word.split("=", 1)[1], word)
             i += 1
             continue
-        if word.startswith("-") and not word.startswith("--") and "j" in word[1:]:
-            kept, value = _split_short(word, ninja)
-            if value is not None or kept != word:
-                shown = word
-                if value == "" and nxt is not None and nxt.isdigit():
-                    value, shown = nxt, f"{word} {nxt}"
-                    i += 1
-                _take_jobs(result, value or None, shown)
-                if kept != "-":
-                    out.append(kept)
+        kept, value = _split_short(word, ninja) if combined else (word, None)
+        if not combined and re.fullmatch(r"-j\d+", word):
+            kept, value = "-", word[2:]
+        if value is not None:
+            shown = word
+            if value == "" and nxt is not None and nxt.isdigit():
+                value, shown = nxt, f"{word} {nxt}"
                 i += 1
-                continue
+            _take_jobs(result, value or None, shown)
+            if kept != "-":
+                out.append(kept)
+            i += 1
+            continue
         out.append(word)
         i += 1
     return out
 
 
 def _split_short(word: str, ninja: bool) -> tuple[str, str | None]:
-    """``-kj8`` -> (``-k``, ``8``); a j inside another option's argument stays."""
+    """``-kj8`` -> (``-k``, ``8``); a j inside another option's argument stays;
+    None when *word* holds no -j."""
+    if not word.startswith("-") or word.startswith("--"):
+        return word, None
     letters = word[1:]
     for pos, letter in enumerate(letters):
         if letter == "j":
@@ -302,31 +307,6 @@ def _split_short(word: str, ninja: bool) -> tuple[str, str | None]:
         if takes_argument:
             break
     return word, None
-
-
-def _strip_cmake_jobs(result: Plan) -> list[str]:
-    argv = result.argv
-    out = []
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        nxt = argv[i + 1] if i + 1 < len(argv) else None
-        if word == "--":
-            out += argv[i:]
-            break
-        if word in ("-j", "--parallel"):
-            value = nxt if nxt is not None and nxt.isdigit() else None
-            _take_jobs(result, value, f"{word} {value}" if value else word)
-            i += 2 if value else 1
-            continue
-        match = re.fullmatch(r"(-j|--parallel=)(\d+)", word)
-        if match:
-            _take_jobs(result, match.group(2), word)
-            i += 1
-            continue
-        out.append(word)
-        i += 1
-    return out
 
 
 def _clean_makeflags(makeflags: str, result: Plan) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bcrun.detect import Plan, _clean_makeflags, _strip_cmake_jobs, _strip_make_jobs
+from bcrun.detect import Plan, _clean_makeflags, _strip_jobs
 from bcrun.errors import ConfigError
 
 
 def stripped(*argv: str, ninja: bool = False) -> tuple[list[str], int | None]:
     plan = Plan("jobserver", "make", "", "pipe", list(argv))
-    return _strip_make_jobs(plan, ninja), plan.jobs
+    return _strip_jobs(plan, "--jobs", ninja=ninja), plan.jobs
 
 
 @pytest.mark.parametrize(
@@ -45,11 +45,11 @@ def test_a_serial_build_is_refused():
 
 def test_cmake_parallel_options():
     plan = Plan("jobserver", "cmake", "", "fifo", ["cmake", "--build", "b", "-j8"])
-    assert _strip_cmake_jobs(plan) == ["cmake", "--build", "b"]
+    assert _strip_jobs(plan, "--parallel", combined=False) == ["cmake", "--build", "b"]
     plan = Plan(
         "jobserver", "cmake", "", "fifo", ["cmake", "--build", "b", "--parallel", "3"]
     )
-    assert _strip_cmake_jobs(plan) == ["cmake", "--build", "b"]
+    assert _strip_jobs(plan, "--parallel", combined=False) == ["cmake", "--build", "b"]
     assert plan.jobs == 3
 
 
