@@ -20,6 +20,7 @@ or refuses (ConfigError) where removing them would change what the build does.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import shutil
@@ -37,8 +38,6 @@ Via = Literal["protocol", "jobserver", "none"]
 #: GNU make's short options that take an argument (the rest of the word, or
 #: the next word): a 'j' after one of them is part of its argument.
 _MAKE_ARG_OPTIONS = set("CfIoWE")
-
-_SCAN_LIMIT = 64 << 20
 
 #: The reason of a plan for a command that does not exist: the launcher
 #: says so, with status 127.
@@ -80,12 +79,12 @@ def program_path(name: str) -> Path | None:
 
 def reads_buildsocket(path: Path) -> bool:
     """Whether the executable at *path* mentions BUILDSOCKET: a patched tool."""
+    # Mapped, not read: cargo's executable alone is tens of megabytes.
     try:
-        with open(path, "rb") as f:
-            data = f.read(_SCAN_LIMIT)
-    except OSError:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+            return m.find(b"BUILDSOCKET") >= 0
+    except (OSError, ValueError):  # ValueError: an empty file
         return False
-    return b"BUILDSOCKET" in data
 
 
 def tool_version(path: Path) -> str:
@@ -113,11 +112,10 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 def plan(argv: Sequence[str], env: Mapping[str, str], via: str = "auto") -> Plan:
     """Decide how to control *argv*; *via* is what the user asked for."""
-    result = _detect(list(argv), env)
     if via == "protocol":
-        return Plan(
-            "protocol", result.tool, "asked for with --via protocol", argv=list(argv)
-        )
+        name = os.path.basename(argv[0])
+        return Plan("protocol", name, "asked for with --via protocol", argv=list(argv))
+    result = _detect(list(argv), env)
     if via == "jobserver" and result.via != "jobserver":
         raise ConfigError(
             f"--via jobserver: {result.tool} cannot be driven through a jobserver "

@@ -172,15 +172,21 @@ def _owner_alive(directory: Path) -> bool:
     return False
 
 
-def remove_stale(parent: Path) -> None:
-    """Remove the directories of dead bcruns (and old half-made ones)."""
+def remove_stale(parent: Path) -> list[Path]:
+    """Remove the directories of dead bcruns (and old half-made ones);
+    return those of the live ones."""
+    live = []
     for entry in _entries(parent):
         if entry.name.startswith(".new-"):
             with contextlib.suppress(OSError):
                 if time.time() - entry.lstat().st_mtime > DEBRIS_AGE_S:
                     shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name.isdigit() and not _owner_alive(entry):
-            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.isdigit():
+            if _owner_alive(entry):
+                live.append(entry)
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+    return live
 
 
 def _entries(parent: Path) -> Iterator[Path]:
@@ -217,10 +223,8 @@ def running_instances() -> list[Instance]:
             ensure_private_dir(parent)
         except RuntimeDirError:
             continue
-        remove_stale(parent)
-        for entry in _entries(parent):
-            if entry.name.isdigit() and _owner_alive(entry):
-                instance = read_instance(entry)
-                if instance is not None:
-                    found.append(instance)
+        for entry in remove_stale(parent):
+            instance = read_instance(entry)
+            if instance is not None:
+                found.append(instance)
     return sorted(found, key=lambda i: i.started)

@@ -169,7 +169,7 @@ class JobserverPool:
                     self._lock.wait()
                 if self._closing:
                     return
-                wanted = max(self._deficit, 1) if not self.routed else 4096
+                wanted = 4096 if self.routed else self._deficit
             try:
                 data = os.read(self._taker_fd, wanted)
             except OSError:

@@ -69,7 +69,8 @@ def jobserver_use(root: int, clients: frozenset[str]) -> JobserverUse:
     """Count the clients named in *clients* under *root*, and the jobs that
     hold tokens.  Processes that vanish while we look are not counted."""
     try:
-        tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+        top = psutil.Process(root)
+        tree = [top, *top.children(recursive=True)]
     except psutil.Error:
         return JobserverUse(0, 0)
     running = holding = 0

@@ -46,7 +46,6 @@ class Wrapper:
         self, control: Plan, governor: Governor, verbose: bool = False
     ) -> None:
         self.control = control
-        self.argv = list(control.argv)
         #: The jobserver the build draws from, when it is driven through one.
         self.pool: JobserverPool | None = None
         #: Jobs the build runs whatever the count: one per running client.
@@ -57,6 +56,10 @@ class Wrapper:
         self.hub = Hub(control_token=Token.new(0), controller=self)
         self.build: Build = self.hub.add_build(Token.new(BUILD_NUMBER))
         self._warned = False
+
+    @property
+    def argv(self) -> list[str]:
+        return self.control.argv
 
     # -- the count ---------------------------------------------------------
 
