@@ -25,6 +25,14 @@ def started_instance(bcrun, proc):
     return choose_instance(proc.pid)
 
 
+def started_client(bcrun, count: int, *client_args: str):
+    """bcrun -j COUNT running a client, once the client has its count."""
+    argv, log = bcrun.client(*client_args)
+    proc = bcrun.start("-j", str(count), *argv)
+    log.wait_for(count)
+    return proc, log, started_instance(bcrun, proc)
+
+
 def test_socket_token_and_private_directory(bcrun):
     script = (
         'import os, stat, sys; s = os.environ["BUILDSOCKET"]; '
@@ -53,10 +61,7 @@ def test_nothing_else_in_the_environment_changes(bcrun):
 
 
 def test_count_at_once_then_every_change_within_100ms(bcrun):
-    argv, log = bcrun.client("--until", "1")
-    proc = bcrun.start("-j", "3", *argv)
-    log.wait_for(3)
-    instance = started_instance(bcrun, proc)
+    proc, log, instance = started_client(bcrun, 3, "--until", "1")
     for count in (5, 2, 0, 8):
         before = time.monotonic()
         send_command(instance, f"1:{count}")
@@ -115,10 +120,7 @@ def closed_without_a_word(sock: socket.socket) -> bool:
 
 
 def test_wrong_tokens_are_dropped_silently(bcrun):
-    argv, log = bcrun.client("--until", "5")
-    proc = bcrun.start("-j", "3", *argv)
-    log.wait_for(3)
-    instance = started_instance(bcrun, proc)
+    proc, log, instance = started_client(bcrun, 3, "--until", "5")
     path = str(instance.socket)
     for bad in [b"1-0000\r\n", b"2-abc\n", b"garbage\n", b"0-1234\r\n", b"1\n"]:
         sock = raw_connect(path)
@@ -148,10 +150,7 @@ def test_overlong_token_line_is_cut_at_once(bcrun):
 
 
 def test_silent_and_slow_peers_are_cut_off_without_disturbing_clients(bcrun):
-    argv, log = bcrun.client("--until", "9", "--timeout", "60")
-    proc = bcrun.start("-j", "1", *argv)
-    log.wait_for(1)
-    instance = started_instance(bcrun, proc)
+    proc, log, instance = started_client(bcrun, 1, "--until", "9", "--timeout", "60")
     path = str(instance.socket)
     silent = [raw_connect(path) for _ in range(40)]
     slow = raw_connect(path)
@@ -174,10 +173,7 @@ def test_silent_and_slow_peers_are_cut_off_without_disturbing_clients(bcrun):
 
 
 def test_too_many_pending_peers_cut_the_oldest(bcrun):
-    argv, log = bcrun.client("--until", "9", "--timeout", "60")
-    proc = bcrun.start("-j", "1", *argv)
-    log.wait_for(1)
-    instance = started_instance(bcrun, proc)
+    proc, log, instance = started_client(bcrun, 1, "--until", "9", "--timeout", "60")
     path = str(instance.socket)
     peers = [raw_connect(path) for _ in range(300)]
     # The first 44 were cut to keep 256 pending; the newest still wait.
@@ -232,10 +228,7 @@ def instance_clients(instance) -> list[int]:
 
 
 def test_control_connection_commands(bcrun):
-    argv, log = bcrun.client("--until", "3")
-    proc = bcrun.start("-j", "2", *argv)
-    log.wait_for(2)
-    instance = started_instance(bcrun, proc)
+    proc, _log, instance = started_client(bcrun, 2, "--until", "3")
     sock = raw_connect(str(instance.socket))
     sock.sendall(
         f"{instance.control_token}\r\nhelp\r\ndump\nbogus\r2:5\rnew\nquit\n".encode()
