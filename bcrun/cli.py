@@ -12,27 +12,39 @@ be run, 127 when it is not found (as nice(1) and env(1) do).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from bcrun import __version__
 from bcrun.commands import JobsValue, parse_jobs_value
+from bcrun.config import settings_defaults
 from bcrun.control import choose_instance, query_status, send_command
 from bcrun.detect import NOT_FOUND, plan
-from bcrun.errors import BcrunError, ControlError, LaunchError
+from bcrun.errors import BcrunError, ConfigError, ControlError, LaunchError
 from bcrun.instances import running_instances
 from bcrun.launcher import ExitStatus, exit_like
 from bcrun.metrics import usable_cpus
+from bcrun.plot import plot as plot_trace
 from bcrun.policies import POLICIES, Policy
 from bcrun.protocol import COUNT_MAX
+from bcrun.schedule import Schedule, parse_schedule
 from bcrun.serve import serve
 from bcrun.settings import Settings
+from bcrun.units import (
+    Size,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 from bcrun.wrapper import run_build
 
 #: Status for bcrun's own errors, as nice(1) and env(1) use it.
@@ -80,12 +92,57 @@ class JobsParam(click.ParamType):  # type: ignore[type-arg]
 COUNT = click.IntRange(0, COUNT_MAX)
 
 
+class SizeParam(click.ParamType):  # type: ignore[type-arg]
+    name = "SIZE"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Size:
+        if isinstance(value, Size):
+            return value
+        try:
+            return parse_size(str(value))
+        except BcrunError as err:
+            self.fail(str(err), param, ctx)
+
+
+class DurationParam(click.ParamType):  # type: ignore[type-arg]
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except BcrunError as err:
+            self.fail(str(err), param, ctx)
+
+
+class ScheduleParam(click.ParamType):  # type: ignore[type-arg]
+    name = "RULES"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Schedule:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_schedule(str(value))
+        except BcrunError as err:
+            self.fail(str(err), param, ctx)
+
+
 class BcrunGroup(click.Group):
     """Runs ``run`` when the first argument names no subcommand."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if not args or args[0] not in {*self.commands, "--help", "-h", "--version"}:
             args = ["run", *args]
+        if args[0] == "run":
+            # The configuration file and BCRUN_* variables: run's defaults.
+            ctx.default_map = {"run": settings_defaults(self.commands["run"])}
         return super().parse_args(ctx, args)
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -125,7 +182,8 @@ def cli() -> None:
     type=COUNT,
     default=None,
     metavar="N",
-    help="Jobs for the fixed policy [default: the CPUs bcrun may use].",
+    help="The job count: the fixed policy's, and the most the other policies "
+    "give [default: a -jN taken off COMMAND, else the CPUs bcrun may use].",
 )
 @click.option(
     "-p",
@@ -138,6 +196,60 @@ def cli() -> None:
 )
 @click.option("--min-jobs", type=COUNT, default=0, metavar="N", help="Never fewer.")
 @click.option("--max-jobs", type=COUNT, default=None, metavar="N", help="Never more.")
+@click.option(
+    "--load",
+    type=click.FloatRange(0.1, COUNT_MAX),
+    default=None,
+    metavar="LOAD",
+    help="adaptive: the runnable tasks to keep the machine at [default: its CPUs].",
+)
+@click.option(
+    "--mem-reserve",
+    type=SizeParam(),
+    default=None,
+    help="memory: what to keep available, like 2G or 10% [default: 10%, at most 4G].",
+)
+@click.option(
+    "--freeze",
+    is_flag=True,
+    help="memory: stop the youngest jobs when memory is critically short "
+    "(under half the reserve), continue them when it recovers.",
+)
+@click.option(
+    "--active-jobs",
+    type=COUNT,
+    default=None,
+    metavar="N",
+    help="presence: jobs while you use this machine; 0 pauses "
+    "[default: half the CPUs, at least 1].",
+)
+@click.option(
+    "--idle-after",
+    type=DurationParam(),
+    default="5m",
+    show_default=True,
+    help="presence: no input for this long means you are away.",
+)
+@click.option(
+    "--schedule",
+    type=ScheduleParam(),
+    default="",
+    help="schedule: caps by time, like 'mon-fri 9:00-18:00 2; sat,sun pause'.",
+)
+@click.option(
+    "--nice",
+    type=click.IntRange(-20, 19),
+    default=None,
+    metavar="N",
+    help="Run the build at nice value N, and its terminal session's autogroup too.",
+)
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Write one JSON line per tick to FILE (see 'bcrun plot').",
+)
 @click.option(
     "--tick",
     type=click.FloatRange(0.05, 60),
@@ -164,6 +276,14 @@ def run(
     policies: list[Policy],
     min_jobs: int,
     max_jobs: int | None,
+    load: float | None,
+    mem_reserve: Size | None,
+    freeze: bool,
+    active_jobs: int | None,
+    idle_after: float,
+    schedule: Schedule,
+    nice: int | None,
+    trace: Path | None,
     tick: float,
     via: str,
     explain: bool,
@@ -201,8 +321,28 @@ def run(
         min_jobs=min_jobs,
         max_jobs=max_jobs,
         tick_s=tick,
+        load=load,
+        mem_reserve=mem_reserve,
+        freeze=freeze,
+        active_jobs=active_jobs,
+        idle_after_s=idle_after,
+        schedule=schedule,
     )
-    return asyncio.run(run_build(control, policies, settings, verbose))
+    names = {policy.name for policy in policies}
+    if "schedule" in names and not schedule:
+        raise click.BadParameter(
+            "the schedule policy needs --schedule RULES", param_hint="--policy"
+        )
+    with contextlib.ExitStack() as stack:
+        trace_file = None
+        if trace is not None:
+            try:
+                trace_file = stack.enter_context(open(trace, "w", encoding="utf-8"))
+            except OSError as err:
+                raise ConfigError(f"--trace {trace}: {err.strerror}") from err
+        return asyncio.run(
+            run_build(control, policies, settings, verbose, nice, trace_file)
+        )
 
 
 pid_option = click.option(
@@ -274,15 +414,56 @@ def status(as_json: bool, pid: int | None) -> None:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
+    for row, status in zip(rows, [None, *statuses], strict=True):
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         click.echo("  ".join([*cells, row[-1]]))
+        if status is not None and status.get("metrics"):
+            click.echo(f"  {describe_metrics(status['metrics'])}")
+
+
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """One line of the figures behind a build's count."""
+    parts = [
+        f"{metrics['running']} job(s) running",
+        f"load {metrics['runnable']:.1f} ({metrics['external_load']:.1f} external)",
+        f"{format_size(metrics['mem_available_bytes'])} of "
+        f"{format_size(metrics['mem_total_bytes'])} available",
+    ]
+    pressure = [
+        f"{name} {metrics[key]:.0%}"
+        for name, key in (
+            ("cpu", "psi_cpu_some"),
+            ("memory", "psi_memory_some"),
+            ("io", "psi_io_some"),
+        )
+        if metrics.get(key) is not None
+    ]
+    if pressure:
+        parts.append("pressure " + " ".join(pressure))
+    if metrics.get("idle_s") is not None:
+        parts.append(f"user idle {format_duration(metrics['idle_s'])}")
+    return ", ".join(parts)
 
 
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+@cli.command(name="plot")
+@click.argument("trace", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The picture to write; its suffix picks the format: png, svg, pdf "
+    "[default: TRACE with suffix .png].",
+)
+def plot_command(trace: Path, output: Path | None) -> None:
+    """Draw a --trace file: jobs, load and memory over the build's time
+    (needs matplotlib: pip install 'bcrun[plot]')."""
+    plot_trace(trace, output or trace.with_suffix(".png"))
 
 
 @cli.command(name="serve")

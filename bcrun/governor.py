@@ -24,6 +24,8 @@ class Governor:
         self.policy_count, self.policy_reason = bound(
             Decision(settings.jobs, f"-j {settings.jobs}"), settings
         )
+        #: Each policy's last cap, which it starts from next time.
+        self.previous: dict[str, int] = {}
         #: Set by ``bcrun jobs N``; None lets the policies decide.
         self.pinned: int | None = None
         self.paused = False
@@ -57,7 +59,9 @@ class Governor:
 
     def decide(self, metrics: Metrics) -> None:
         """Let the policies choose from a new sample of the machine."""
-        decision = combine(self.policies, metrics, self.policy_count, self.settings)
+        decision, self.previous = combine(
+            self.policies, metrics, self.previous, self.settings
+        )
         self.policy_count, self.policy_reason = decision
 
     def pin(self, count: int) -> None:

@@ -13,12 +13,15 @@ import contextlib
 import os
 import resource
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import NoReturn
 
 from bcrun.errors import LaunchError
+from bcrun.priority import set_own_nice
 
 #: Signals passed on to the build whenever bcrun receives them.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP)
@@ -61,17 +64,30 @@ def signal_name(number: int) -> str:
 
 
 async def spawn(
-    argv: list[str], env: Mapping[str, str], pass_fds: tuple[int, ...] = ()
+    argv: list[str],
+    env: Mapping[str, str],
+    pass_fds: tuple[int, ...] = (),
+    nice: int | None = None,
 ) -> asyncio.subprocess.Process:
-    """Start *argv* with bcrun's standard streams and process group.
+    """Start *argv* with bcrun's standard streams and process group, at
+    the nice value *nice* if given.
 
     Raises LaunchError with status 127 when the command is not found and 126
     when it cannot be run, as a shell would.
     """
+    raising = nice is not None and nice < os.getpriority(os.PRIO_PROCESS, 0)
+    if raising and os.geteuid() != 0:
+        raise LaunchError(f"--nice {nice}: only root may raise a priority", 125)
     try:
         return await asyncio.create_subprocess_exec(
-            *argv, env=dict(env), pass_fds=pass_fds
+            *argv,
+            env=dict(env),
+            pass_fds=pass_fds,
+            preexec_fn=None if nice is None else partial(set_own_nice, nice),
         )
+    except subprocess.SubprocessError as err:
+        # Only our preexec function can fail this way.
+        raise LaunchError(f"--nice {nice}: cannot set the priority", 125) from err
     except FileNotFoundError as err:
         if "/" in argv[0]:
             raise LaunchError(f"{argv[0]}: No such file or directory", 127) from err
@@ -97,13 +113,18 @@ class SignalRelay:
 
     Signals ignored when bcrun started are left ignored, so the build
     inherits that (``nohup bcrun make`` ignores SIGHUP as ``nohup make``
-    would).  *handlers* maps extra signals (SIGUSR1, SIGUSR2) to callbacks.
+    would).  *handlers* maps extra signals (SIGUSR1, SIGUSR2) to callbacks;
+    *on_ending* runs on each signal that may end the build, before the build
+    gets it (to continue stopped jobs, which could not end otherwise).
     """
 
     def __init__(
-        self, handlers: Mapping[signal.Signals, Callable[[], None]] | None = None
+        self,
+        handlers: Mapping[signal.Signals, Callable[[], None]] | None = None,
+        on_ending: Callable[[], None] | None = None,
     ) -> None:
         self.handlers = dict(handlers or {})
+        self.on_ending = on_ending
         self.pid = 0
         #: Signals that came before the build was started, passed on then.
         self._early: list[int] = []
@@ -140,6 +161,8 @@ class SignalRelay:
         self.handlers[signal.Signals(sig)]()
 
     def _forward(self, sig: int) -> None:
+        if self.on_ending is not None:
+            self.on_ending()
         if not self.pid:
             self._early.append(sig)
             return
@@ -149,6 +172,8 @@ class SignalRelay:
     def _forward_unless_terminal(self, sig: int) -> None:
         if not _from_terminal():
             self._forward(sig)
+        elif self.on_ending is not None:
+            self.on_ending()
 
 
 def exit_like(status: ExitStatus) -> NoReturn:

@@ -17,8 +17,9 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
+from bcrun.buildtree import TOOLS
 from bcrun.commands import HELP, Command, Dump, Help, New, Quit, SetJobs, Status
 from bcrun.detect import Plan
 from bcrun.errors import BcrunError, ControlError
@@ -26,8 +27,11 @@ from bcrun.governor import Governor
 from bcrun.instances import InstanceDir
 from bcrun.jobserver import JobserverPool
 from bcrun.launcher import ExitStatus, SignalRelay, spawn
-from bcrun.metrics import jobserver_use, sample
-from bcrun.policies import Policy
+from bcrun.metrics import Metrics, Sampler, jobserver_use
+from bcrun.policies import Policy, targets
+from bcrun.policies.memory import freeze_step
+from bcrun.presence import IdleSources
+from bcrun.priority import autogroup_niced
 from bcrun.protocol import Token
 from bcrun.server import Build, Hub, describe_connections
 from bcrun.settings import Settings
@@ -43,7 +47,11 @@ class Wrapper:
     """The state of one wrapped build, and the commands that change it."""
 
     def __init__(
-        self, control: Plan, governor: Governor, verbose: bool = False
+        self,
+        control: Plan,
+        governor: Governor,
+        verbose: bool = False,
+        trace: TextIO | None = None,
     ) -> None:
         self.control = control
         #: The jobserver the build draws from, when it is driven through one.
@@ -55,6 +63,15 @@ class Wrapper:
         self.started = time.time()
         self.hub = Hub(control_token=Token.new(0), controller=self)
         self.build: Build = self.hub.add_build(Token.new(BUILD_NUMBER))
+        self.sampler = Sampler(tools=TOOLS | control.clients)
+        #: The last sample of the machine, for status and the trace.
+        self.metrics: Metrics | None = None
+        #: Where one JSON line per tick goes (--trace).
+        self.trace = trace
+        #: Jobs stopped by --freeze: pid -> the pids of the job's processes.
+        self.frozen: dict[int, tuple[int, ...]] = {}
+        #: Set once a signal is ending the build.
+        self.ending = False
         self._warned = False
 
     @property
@@ -80,20 +97,89 @@ class Wrapper:
         self.governor.step(delta)
         self.apply()
 
+    @property
+    def samples(self) -> bool:
+        """Whether the machine is sampled each tick."""
+        return (
+            self.governor.needs_metrics
+            or self.trace is not None
+            or self.governor.settings.freeze
+        )
+
     def update(self) -> None:
         """Sample the machine, let the policies decide, send any change.
 
         A failed sample keeps the count in force: the build must never
         suffer for a metric bcrun could not read.
         """
-        try:
-            self.governor.decide(sample())
-        except BcrunError as err:
-            # Only worth a word when a policy needed what could not be read.
-            if self.governor.needs_metrics and not self._warned:
-                print(f"bcrun: {err}; keeping the job count", file=sys.stderr)
-                self._warned = True
+        if self.samples:
+            try:
+                self.metrics = self.sampler.sample()
+            except BcrunError as err:
+                # Only worth a word when a policy needed what could not be read.
+                if self.governor.needs_metrics and not self._warned:
+                    print(f"bcrun: {err}; keeping the job count", file=sys.stderr)
+                    self._warned = True
+            else:
+                self.governor.decide(self.metrics)
         self.apply()
+        if self.metrics is not None:
+            if self.governor.settings.freeze and not self.ending:
+                self.freeze(self.metrics)
+            if self.trace is not None:
+                self.write_trace(self.metrics)
+
+    def freeze(self, metrics: Metrics) -> None:
+        """--freeze: stop or continue one job as memory requires."""
+        alive = {job.pid for job in metrics.jobs}
+        for pid in [pid for pid in self.frozen if pid not in alive]:
+            del self.frozen[pid]
+        step = freeze_step(metrics, list(self.frozen), self.governor.settings)
+        if step.stop is not None:
+            job = next(job for job in metrics.jobs if job.pid == step.stop)
+            self.frozen[job.pid] = job.pids
+            _signal_all(job.pids, signal.SIGSTOP)
+        if step.resume is not None:
+            _signal_all(self.frozen.pop(step.resume), signal.SIGCONT)
+        if step.reason:
+            # Always said: a stopped job looks like a hung one.
+            print(f"bcrun: {step.reason}", file=sys.stderr)
+
+    def end(self) -> None:
+        """The build is being ended by a signal: stop no more jobs, and
+        continue the stopped ones so that they can end."""
+        self.ending = True
+        self.thaw()
+
+    def thaw(self) -> None:
+        """Continue every job --freeze stopped: none is left stopped."""
+        for pids in self.frozen.values():
+            _signal_all(pids, signal.SIGCONT)
+        self.frozen.clear()
+
+    def write_trace(self, metrics: Metrics) -> None:
+        assert self.trace is not None
+        line = {
+            "time": round(time.time(), 3),
+            "elapsed_s": round(time.time() - self.started, 3),
+            "jobs": self.governor.count,
+            "cap": self.governor.policy_count,
+            "mode": self.governor.mode,
+            "policy": self.policy_names,
+            "reason": self.governor.reason,
+            **metrics.summary(),
+            **targets(self.governor.policies, metrics, self.governor.settings),
+        }
+        try:
+            self.trace.write(json.dumps(line) + "\n")
+            self.trace.flush()
+        except OSError as err:
+            print(f"bcrun: trace: {err.strerror}; tracing stops", file=sys.stderr)
+            self.trace = None
+
+    @property
+    def policy_names(self) -> str:
+        return ",".join(policy.name for policy in self.governor.policies)
 
     async def tick(self) -> None:
         while True:
@@ -103,15 +189,19 @@ class Wrapper:
     async def supervise(self, child: asyncio.subprocess.Process) -> int:
         """Tick the policies, and mind the jobserver's tokens, while *child*
         runs; return its returncode."""
-        async with asyncio.TaskGroup() as tasks:
-            helpers = []
-            if self.governor.needs_metrics:
-                helpers.append(tasks.create_task(self.tick()))
-            if self.pool is not None and self.control.clients:
-                helpers.append(tasks.create_task(self.mind_tokens(child.pid)))
-            returncode = await child.wait()
-            for helper in helpers:
-                helper.cancel()
+        self.sampler.root = child.pid
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                helpers = []
+                if self.samples:
+                    helpers.append(tasks.create_task(self.tick()))
+                if self.pool is not None and self.control.clients:
+                    helpers.append(tasks.create_task(self.mind_tokens(child.pid)))
+                returncode = await child.wait()
+                for helper in helpers:
+                    helper.cancel()
+        finally:
+            self.thaw()
         return returncode
 
     async def mind_tokens(self, root: int) -> None:
@@ -181,13 +271,16 @@ class Wrapper:
             "started": self.started,
             "jobs": self.governor.count,
             "mode": self.governor.mode,
-            "policy": ",".join(p.name for p in self.governor.policies),
+            "policy": self.policy_names,
             "reason": self.governor.reason,
+            "cap": self.governor.policy_count,
             "clients": len(self.build.connections),
             "via": self.control.via,
             "tool": self.control.tool,
             "tokens": None if self.pool is None else self.pool.tokens,
             "floor": None if self.pool is None else self.floor,
+            "metrics": None if self.metrics is None else self.metrics.summary(),
+            "frozen": sorted(self.frozen),
         }
 
 
@@ -196,10 +289,12 @@ async def run_build(
     policies: Sequence[Policy],
     settings: Settings,
     verbose: bool = False,
+    nice: int | None = None,
+    trace: TextIO | None = None,
 ) -> ExitStatus:
     """Run the planned command under control until it ends; return how it
     ended."""
-    wrapper = Wrapper(control, Governor(policies, settings), verbose)
+    wrapper = Wrapper(control, Governor(policies, settings), verbose, trace)
     assert wrapper.hub.control_token is not None
     with (
         InstanceDir(wrapper.argv, wrapper.hub.control_token) as instance,
@@ -207,6 +302,9 @@ async def run_build(
     ):
         for reason in instance.passed_over:
             print(f"bcrun: warning: {reason}", file=sys.stderr)
+        if "presence" in wrapper.policy_names.split(","):
+            idle = cleanup.enter_context(IdleSources())
+            wrapper.sampler.idle = idle.idle_seconds
         env = dict(os.environ)
         for name in control.unset:
             env.pop(name, None)
@@ -227,9 +325,18 @@ async def run_build(
                 signal.SIGUSR1: lambda: wrapper.step(+1),
                 signal.SIGUSR2: lambda: wrapper.step(-1),
             }
-            with SignalRelay(handlers) as relay:
+            with SignalRelay(handlers, on_ending=wrapper.end) as relay:
                 pass_fds = wrapper.pool.pass_fds if wrapper.pool else ()
-                child = await spawn(wrapper.argv, env, pass_fds)
+                child = await spawn(wrapper.argv, env, pass_fds, nice)
                 relay.attach(child.pid)
-                returncode = await wrapper.supervise(child)
+                with autogroup_niced(child.pid, nice or 0) as failed:
+                    if failed:
+                        print(f"bcrun: warning: {failed}", file=sys.stderr)
+                    returncode = await wrapper.supervise(child)
     return ExitStatus.from_returncode(returncode)
+
+
+def _signal_all(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)

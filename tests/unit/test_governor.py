@@ -10,15 +10,7 @@ from bcrun.policies import POLICIES, Decision, Policy, combine
 from bcrun.protocol import COUNT_MAX
 from bcrun.settings import Settings
 
-IDLE = Metrics(
-    time_s=0.0,
-    cpus=8,
-    load1=0.0,
-    load5=0.0,
-    load15=0.0,
-    mem_total_bytes=16 << 30,
-    mem_available_bytes=12 << 30,
-)
+IDLE = Metrics(cpus=8, mem_total_bytes=16 << 30, mem_available_bytes=12 << 30)
 
 
 def capped(n: int) -> Policy:
@@ -63,8 +55,30 @@ def test_step_pins_one_more_or_fewer_and_never_below_zero():
 
 
 def test_smallest_cap_wins_and_names_its_policy():
-    decision = combine([capped(5), capped(2), capped(7)], IDLE, 4, Settings(jobs=4))
+    decision, caps = combine(
+        [capped(5), capped(2), capped(7)], IDLE, {}, Settings(jobs=4)
+    )
     assert decision == Decision(2, "cap 2")
+    assert caps == {"cap5": 5, "cap2": 2, "cap7": 7}
+
+
+def test_each_policy_starts_from_its_own_previous_cap():
+    seen = {}
+
+    def remember(name: str) -> Policy:
+        def decide(metrics: Metrics, previous: int, settings: Settings) -> Decision:
+            seen[name] = previous
+            return Decision(previous + 1, name)
+
+        return Policy(name, decide, True)
+
+    governor = Governor([remember("a"), remember("b")], Settings(jobs=3))
+    governor.decide(IDLE)
+    assert seen == {"a": 3, "b": 3}
+    governor.decide(IDLE)
+    # Each sees its own last cap, not the combined count.
+    assert seen == {"a": 4, "b": 4}
+    assert governor.count == 5
 
 
 @pytest.mark.parametrize(
@@ -76,7 +90,7 @@ def test_smallest_cap_wins_and_names_its_policy():
     ],
 )
 def test_min_and_max_jobs_bound_the_result(cap, settings, expected):
-    decision = combine([capped(cap)], IDLE, 4, settings)
+    decision, _ = combine([capped(cap)], IDLE, {}, settings)
     assert decision.jobs == expected
     if expected != cap:
         assert "jobs" in decision.reason

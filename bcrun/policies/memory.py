@@ -1,0 +1,108 @@
+"""``memory``: keep available memory above a reserve.
+
+One more job may start when the memory available, less what the running
+jobs will still take as they grow to the size jobs of this build have been
+seen to reach, leaves the reserve free for one more such job.  Memory
+pressure (PSI) and swapping hold the count before the reserve is reached.
+With ``--freeze``, :func:`freeze_step` goes further when memory is
+critically short: it stops the youngest job, and continues stopped jobs
+once memory has recovered.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from bcrun.metrics import Metrics
+from bcrun.policies.base import Decision
+from bcrun.settings import Settings
+from bcrun.units import Size, format_size
+
+#: The reserve when none is given: 10% of the memory, at most 4G.
+DEFAULT_RESERVE = Size(percent=10)
+DEFAULT_RESERVE_MAX = 4 << 30
+
+#: What one job is assumed to take before any job of the build was seen.
+UNSEEN_JOB_BYTES = 512 << 20
+
+#: Memory PSI (share of time some task stalled on memory) that holds the
+#: count, and that takes one job off it.
+PRESSURE_HOLD = 0.05
+PRESSURE_SHED = 0.20
+
+
+def reserve_bytes(metrics: Metrics, settings: Settings) -> int:
+    if settings.mem_reserve is not None:
+        return settings.mem_reserve.of(metrics.mem_total_bytes)
+    return min(DEFAULT_RESERVE.of(metrics.mem_total_bytes), DEFAULT_RESERVE_MAX)
+
+
+def job_bytes(metrics: Metrics) -> int:
+    """What one job of this build takes at its largest."""
+    return metrics.job_rss_peak_bytes or UNSEEN_JOB_BYTES
+
+
+def memory(metrics: Metrics, previous: int, settings: Settings) -> Decision:
+    reserve = reserve_bytes(metrics, settings)
+    per_job = job_bytes(metrics)
+    running = metrics.jobs_running
+    available = metrics.mem_available_bytes
+    # Running jobs still growing toward the size jobs reach.
+    growth = sum(max(per_job - job.rss_bytes, 0) for job in metrics.jobs)
+    room = available - growth - reserve
+    said = f"memory {format_size(available)} available"
+    if available < reserve:
+        short = math.ceil((reserve - available) / per_job)
+        return Decision(
+            max(running - short, 1), f"{said} < {format_size(reserve)} reserve"
+        )
+    pressure = metrics.psi_memory_some or 0.0
+    if pressure >= PRESSURE_SHED:
+        return Decision(max(running - 1, 1), f"memory pressure {pressure:.0%} (PSI)")
+    if pressure >= PRESSURE_HOLD:
+        return Decision(max(running, 1), f"memory pressure {pressure:.0%} (PSI)")
+    fit = max(math.floor(room / per_job), 0)
+    count = min(running + fit, settings.jobs)
+    return Decision(
+        max(count, 1),
+        f"{said}, {format_size(reserve)} reserve, "
+        f"{format_size(per_job)} a job: {fit} more fit",
+    )
+
+
+class FreezeStep(NamedTuple):
+    """One step of ``--freeze``: a job to stop, a job to continue, or neither."""
+
+    stop: int | None
+    resume: int | None
+    reason: str
+
+
+def freeze_step(
+    metrics: Metrics, stopped: Sequence[int], settings: Settings
+) -> FreezeStep:
+    """Stop the youngest running job while available memory is under half
+    the reserve (one job always runs); continue the oldest stopped one when
+    the reserve and one job fit again.  *stopped* lists stopped jobs' pids."""
+    reserve = reserve_bytes(metrics, settings)
+    available = metrics.mem_available_bytes
+    running = [job for job in metrics.jobs if job.pid not in stopped]
+    if available < reserve / 2 and len(running) > 1:
+        youngest = max(running, key=lambda job: job.start_s)
+        return FreezeStep(
+            youngest.pid,
+            None,
+            f"memory {format_size(available)} available < half the "
+            f"{format_size(reserve)} reserve: job {youngest.pid} stopped",
+        )
+    alive = [job for job in metrics.jobs if job.pid in stopped]
+    if alive and available >= reserve + job_bytes(metrics):
+        oldest = min(alive, key=lambda job: job.start_s)
+        return FreezeStep(
+            None,
+            oldest.pid,
+            f"memory {format_size(available)} available: job {oldest.pid} continued",
+        )
+    return FreezeStep(None, None, "")

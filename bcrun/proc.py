@@ -1,0 +1,318 @@
+"""Readers of Linux's /proc and cgroup files: raw numbers, no policy.
+
+Each reader returns None (or an empty result) where the kernel does not
+have the file (no PSI, no cgroup controller, another OS): bcrun then works
+with what it has.  Parsers take text, so that recorded files can be tested.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+PROC = Path("/proc")
+
+#: cgroup v1 reports "no limit" as a huge page-aligned number.
+UNLIMITED_V1 = 1 << 62
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def read_text(path: Path | str) -> str | None:
+    """The whole file, or None if it cannot be read."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+# -- load ---------------------------------------------------------------------
+
+
+class LoadAvg(NamedTuple):
+    load1: float
+    load5: float
+    load15: float
+    #: Tasks runnable now (the reader among them), field 4 of /proc/loadavg.
+    running: int
+
+
+def parse_loadavg(text: str) -> LoadAvg:
+    """``0.06 0.21 0.25 1/79 17596``."""
+    fields = text.split()
+    return LoadAvg(
+        float(fields[0]),
+        float(fields[1]),
+        float(fields[2]),
+        int(fields[3].split("/")[0]),
+    )
+
+
+def read_loadavg() -> LoadAvg | None:
+    text = read_text(PROC / "loadavg")
+    try:
+        return parse_loadavg(text) if text else None
+    except (IndexError, ValueError):
+        return None
+
+
+def parse_cpu_busy_s(text: str) -> float:
+    """Seconds all CPUs spent busy (not idle, not waiting for I/O) since
+    boot, from the ``cpu`` line of /proc/stat."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            ticks = [int(field) for field in line.split()[1:]]
+            # user nice system idle iowait irq softirq steal (guest is in user).
+            busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+            return busy / CLOCK_TICKS
+    raise ValueError("no cpu line")
+
+
+def read_cpu_busy_s() -> float | None:
+    text = read_text(PROC / "stat")
+    try:
+        return parse_cpu_busy_s(text) if text else None
+    except (IndexError, ValueError):
+        return None
+
+
+# -- pressure (PSI) -------------------------------------------------------------
+
+
+class Pressure(NamedTuple):
+    """Microseconds since boot that some (or all) tasks stalled."""
+
+    some_us: int
+    full_us: int
+
+
+def parse_pressure(text: str) -> Pressure:
+    """``some avg10=0.00 avg60=0.27 avg300=1.00 total=621199827`` and a
+    ``full`` line (absent for cpu before Linux 5.13)."""
+    totals = {"some": 0, "full": 0}
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        for field in fields:
+            if field.startswith("total="):
+                totals[kind] = int(field[len("total=") :])
+    return Pressure(totals["some"], totals["full"])
+
+
+def read_pressure(resource: str) -> Pressure | None:
+    """PSI of ``cpu``, ``memory`` or ``io``; None without PSI."""
+    text = read_text(PROC / "pressure" / resource)
+    try:
+        return parse_pressure(text) if text else None
+    except (IndexError, ValueError):
+        return None
+
+
+# -- memory ---------------------------------------------------------------------
+
+
+class Memory(NamedTuple):
+    total_bytes: int
+    available_bytes: int
+
+
+def parse_meminfo(text: str) -> Memory:
+    values = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        fields = rest.split()
+        if fields:
+            values[name] = int(fields[0]) * 1024
+    available = values.get("MemAvailable")
+    if available is None:  # before Linux 3.14
+        available = values["MemFree"] + values.get("Cached", 0)
+    return Memory(values["MemTotal"], available)
+
+
+def read_meminfo() -> Memory | None:
+    text = read_text(PROC / "meminfo")
+    try:
+        return parse_meminfo(text) if text else None
+    except (KeyError, ValueError):
+        return None
+
+
+def parse_swap_pages(text: str) -> int:
+    """Pages swapped in and out since boot, from /proc/vmstat."""
+    total = 0
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("pswpin", "pswpout"):
+            total += int(value)
+    return total
+
+
+def read_swap_pages() -> int | None:
+    text = read_text(PROC / "vmstat")
+    try:
+        return parse_swap_pages(text) if text else None
+    except ValueError:
+        return None
+
+
+# -- cgroup memory limits ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CgroupMemory:
+    """The tightest memory limit on the way from bcrun's cgroup to the root."""
+
+    limit_bytes: int
+    #: What the limit leaves: limit minus usage, page cache that can be
+    #: dropped (inactive files) counted as free, as the kernel would.
+    available_bytes: int
+
+
+def cgroup_dirs(cgroup_text: str, mountinfo_text: str) -> list[tuple[int, Path, Path]]:
+    """The memory cgroup directories of this process as ``(version, path,
+    mount point)``: v2 (the unified hierarchy) and v1 (the memory
+    controller), whichever are mounted."""
+    mounts: dict[str, tuple[str, str]] = {}  # "v2" or "v1" -> (root, mount point)
+    for line in mountinfo_text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        fstype, options = tail[0], tail[2].split(",")
+        if fstype == "cgroup2":
+            mounts.setdefault("v2", (fields[3], fields[4]))
+        elif fstype == "cgroup" and "memory" in options:
+            mounts.setdefault("v1", (fields[3], fields[4]))
+    found = []
+    for line in cgroup_text.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "" and "v2" in mounts:
+            found.append((2, mounts["v2"], path))
+        elif "memory" in controllers.split(",") and "v1" in mounts:
+            found.append((1, mounts["v1"], path))
+    dirs = []
+    for version, mount, path in found:
+        inside = _inside(mount, path)
+        if inside is not None:
+            dirs.append((version, inside, Path(mount[1])))
+    return dirs
+
+
+def _inside(mount: tuple[str, str], path: str) -> Path | None:
+    root, point = mount
+    # Inside a cgroup namespace the mount's root is "/" and paths are relative
+    # to it; a path outside the mounted part is not reachable from here.
+    if root != "/" and not (path == root or path.startswith(root + "/")):
+        return None
+    relative = path[len(root) :] if root != "/" else path
+    return Path(point) / relative.lstrip("/")
+
+
+def cgroup_level(version: int, directory: Path) -> tuple[int, int] | None:
+    """``(limit, available)`` set at one cgroup directory; None if it sets
+    no limit."""
+    if version == 2:
+        names = ("memory.max", "memory.current", "inactive_file")
+    else:
+        names = (
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+            "total_inactive_file",
+        )
+    limit_text = read_text(directory / names[0])
+    usage_text = read_text(directory / names[1])
+    if limit_text is None or usage_text is None or limit_text.strip() == "max":
+        return None
+    try:
+        limit, usage = int(limit_text), int(usage_text)
+    except ValueError:
+        return None
+    if limit >= UNLIMITED_V1:
+        return None
+    inactive = 0
+    for line in (read_text(directory / "memory.stat") or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == names[2]:
+            inactive = int(value)
+    return limit, max(limit - max(usage - inactive, 0), 0)
+
+
+def memory_cgroups() -> list[tuple[int, Path, Path]]:
+    """This process's memory cgroup directories (see :func:`cgroup_dirs`)."""
+    return cgroup_dirs(
+        read_text(PROC / "self" / "cgroup") or "",
+        read_text(PROC / "self" / "mountinfo") or "",
+    )
+
+
+def read_cgroup_memory(dirs: list[tuple[int, Path, Path]]) -> CgroupMemory | None:
+    """The tightest memory limit over the cgroups *dirs* and their ancestors."""
+    tightest: tuple[int, int] | None = None
+    for version, directory, mount_point in dirs:
+        # A parent's limit binds its children too: walk up to the mount.
+        for level in (directory, *directory.parents):
+            if not level.is_relative_to(mount_point):
+                break
+            found = cgroup_level(version, level)
+            if found and (tightest is None or found[1] < tightest[1]):
+                tightest = found
+    return CgroupMemory(*tightest) if tightest else None
+
+
+# -- processes ----------------------------------------------------------------
+
+
+class ProcStat(NamedTuple):
+    pid: int
+    ppid: int
+    name: str
+    #: R running, S sleeping, D disk wait, T stopped, Z zombie...
+    state: str
+    #: CPU seconds of the process, and of its children it has waited for.
+    cpu_s: float
+    #: Seconds after boot it started.
+    start_s: float
+    rss_bytes: int
+
+
+def parse_stat(text: str) -> ProcStat:
+    """One /proc/PID/stat line; the name may hold spaces and parentheses."""
+    pid, _, rest = text.partition(" (")
+    name, _, rest = rest.rpartition(") ")
+    fields = rest.split()
+    # fields[0] is field 3 of proc(5): state.
+    ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ProcStat(
+        pid=int(pid),
+        ppid=int(fields[1]),
+        name=name,
+        state=fields[0],
+        cpu_s=ticks / CLOCK_TICKS,
+        start_s=int(fields[19]) / CLOCK_TICKS,
+        rss_bytes=int(fields[21]) * PAGE_SIZE,
+    )
+
+
+def read_processes() -> dict[int, ProcStat]:
+    """Every process this reader can see, by pid (one read each)."""
+    processes = {}
+    try:
+        entries = os.listdir(PROC)
+    except OSError:
+        return {}
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        text = read_text(PROC / entry / "stat")
+        if not text:
+            continue  # gone while we looked
+        try:
+            process = parse_stat(text)
+        except (IndexError, ValueError):
+            continue
+        processes[process.pid] = process
+    return processes

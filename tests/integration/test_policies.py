@@ -1,0 +1,235 @@
+"""Policies on this machine: real builds (the system's stock make, driven
+through its jobserver), a real competing load started and stopped by the
+test, and bcrun's own trace of what it decided."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.helpers import Bcrun, wait_until
+from tests.tools.jobs import make_project
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("make") is None, reason="no make on this machine"
+)
+
+BURN = "while True: pass"
+
+
+def ticks(trace: Path) -> list[dict]:
+    try:
+        lines = trace.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def first_tick(trace: Path, since: float, test) -> dict | None:
+    return next((t for t in ticks(trace) if t["time"] >= since and test(t)), None)
+
+
+@contextmanager
+def burners(n: int) -> Iterator[float]:
+    """*n* processes burning CPU; yields when they started (wall clock)."""
+    procs = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(n)]
+    try:
+        yield time.time()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_adaptive_gives_way_to_a_competing_load_and_takes_the_machine_back(
+    bcrun: Bcrun, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    make_project(project, jobs=40, seconds=0.5)
+    trace = tmp_path / "trace.jsonl"
+    build = bcrun.start(
+        "-v", "--policy", "adaptive", "--load", "3", "--tick", "0.25",
+        "--trace", str(trace), "make", "-j3", "-C", str(project),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    wait_until(lambda: first_tick(trace, 0, lambda t: t["jobs"] >= 2), 10, "a start")
+    with burners(3) as started:
+        down = None
+        wait_until(
+            lambda: first_tick(trace, started, lambda t: t["jobs"] == 1),
+            5,
+            "the cap to drop",
+        )
+        down = first_tick(trace, started, lambda t: t["jobs"] == 1)
+        time.sleep(1.0)
+        during = [t["jobs"] for t in ticks(trace) if t["time"] > down["time"]]
+    stopped = time.time()
+    wait_until(
+        lambda: first_tick(trace, stopped, lambda t: t["jobs"] >= 2),
+        5,
+        "the cap to rise",
+    )
+    up = first_tick(trace, stopped, lambda t: t["jobs"] >= 2)
+    _, stderr = build.communicate(timeout=60)
+    assert build.returncode == 0, stderr
+    assert down["time"] - started < 2.0, "reacted within 2 s of the load"
+    assert up["time"] - stopped < 3.0
+    assert max(during) <= 1, "no flapping back up while the load lasts"
+    assert "adaptive: external load" in down["reason"]
+    assert "-> 1 jobs: adaptive: external load" in stderr
+
+
+def test_memory_backs_off_while_another_process_holds_memory(
+    bcrun: Bcrun, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    make_project(project, jobs=40, seconds=0.4)
+    trace = tmp_path / "trace.jsonl"
+    # A reserve just under what is available now: 2G taken by someone else
+    # puts the machine below it.
+    reserve = psutil.virtual_memory().available - (1 << 30)
+    build = bcrun.start(
+        "--policy", "memory", "--mem-reserve", str(reserve), "--tick", "0.25",
+        "--trace", str(trace), "make", "-j4", "-C", str(project),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    wait_until(lambda: first_tick(trace, 0, lambda t: t["jobs"] == 4), 10, "a start")
+    hog = subprocess.Popen(
+        [sys.executable, "-c", "x = bytearray(2 << 30); import time; time.sleep(60)"]
+    )
+    try:
+        started = time.time()
+        wait_until(
+            lambda: first_tick(trace, started, lambda t: t["jobs"] == 1), 10, "back-off"
+        )
+        short = first_tick(trace, started, lambda t: t["jobs"] == 1)
+    finally:
+        hog.kill()
+        hog.wait()
+    freed = time.time()
+    wait_until(
+        lambda: first_tick(trace, freed, lambda t: t["jobs"] == 4), 10, "recovery"
+    )
+    _, stderr = build.communicate(timeout=60)
+    assert build.returncode == 0, stderr
+    assert short["reason"].startswith("memory ") and "< " in short["reason"]
+    assert short["mem_available_bytes"] < short["mem_reserve_bytes"]
+
+
+def job_states(project: Path) -> dict[int, str]:
+    """The state of every running job.sh of *project*."""
+    found = {}
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if any(str(project) in arg for arg in cmdline) and "sleep" not in cmdline:
+            found[process.pid] = process.info["status"]
+    return found
+
+
+def test_freeze_stops_jobs_and_no_job_is_left_stopped_when_the_build_ends(
+    bcrun: Bcrun, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    make_project(project, jobs=3, seconds=30)
+    # A reserve no machine has: memory is critical at once.
+    build = bcrun.start(
+        "--freeze", "--mem-reserve", "100T", "--tick", "0.2",
+        "make", "-j3", "-C", str(project),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    stopped = lambda: [pid for pid, s in job_states(project).items() if s == "stopped"]  # noqa: E731
+    wait_until(lambda: len(stopped()) == 2, 10, "two jobs stopped")
+    time.sleep(0.5)
+    assert len(stopped()) == 2, "one job always runs"
+    build.send_signal(signal.SIGTERM)
+    _, stderr = build.communicate(timeout=10)
+    assert build.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM, 2), stderr
+    assert "stopped" in stderr
+    wait_until(lambda: not job_states(project), 5, "every job to end")
+
+
+def test_nice_lowers_the_build_and_its_autogroup_and_restores_the_autogroup(
+    bcrun: Bcrun,
+) -> None:
+    before = (
+        Path("/proc/self/autogroup").read_text()
+        if Path("/proc/self/autogroup").exists()
+        else None
+    )
+    result = bcrun.run(
+        "--nice", "7", "sh", "-c",
+        "ps -o ni= -p $$; cat /proc/$$/autogroup 2>/dev/null || echo none",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    nice, autogroup = result.stdout.split("\n")[:2]
+    assert nice.strip() == "7"
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if before is not None and enabled.exists() and enabled.read_text().strip() == "1":
+        assert autogroup.endswith("nice 7")
+        assert Path("/proc/self/autogroup").read_text() == before
+    else:
+        print("autogroups are off here: only the process nice value was checked")
+
+
+def test_raising_priority_is_refused_in_one_line_unless_root(bcrun: Bcrun) -> None:
+    if os.geteuid() == 0:
+        result = bcrun.run("--nice", "-3", "sh", "-c", "ps -o ni= -p $$")
+        assert result.stdout.strip() == "-3"
+        return
+    result = bcrun.run("--nice", "-3", "true")
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1 and "--nice -3" in result.stderr
+
+
+def test_trace_status_and_plot_of_a_real_build(bcrun: Bcrun, tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    make_project(project, jobs=6, seconds=0.5)
+    trace = tmp_path / "trace.jsonl"
+    build = bcrun.start(
+        "--policy", "adaptive,memory", "--tick", "0.2", "--trace", str(trace),
+        "make", "-j2", "-C", str(project),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    wait_until(lambda: len(ticks(trace)) >= 2, 10, "ticks")
+    status = bcrun.run("status")
+    _, stderr = build.communicate(timeout=60)
+    assert build.returncode == 0, stderr
+    assert "adaptive: external load" in status.stdout
+    assert "available" in status.stdout and "job(s) running" in status.stdout
+    lines = ticks(trace)
+    assert max(t["running"] for t in lines) >= 1
+    assert all(t["policy"] == "adaptive,memory" for t in lines)
+    assert {"target_load", "mem_reserve_bytes", "mem_available_bytes"} <= set(lines[-1])
+    picture = tmp_path / "trace.png"
+    plotted = bcrun.run("plot", str(trace), "-o", str(picture))
+    assert plotted.returncode == 0, plotted.stderr
+    assert picture.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("environ", "args", "message"),
+    [
+        ({"BCRUN_JOBS": "abc"}, [], "BCRUN_JOBS: "),
+        ({}, ["--policy", "schedule"], "needs --schedule"),
+        ({}, ["--mem-reserve", "lots"], "'lots' is not a size"),
+        ({}, ["--trace", "/nonexistent/dir/t"], "--trace /nonexistent/dir/t: "),
+    ],
+)
+def test_bad_settings_are_one_line_errors(
+    bcrun: Bcrun, environ: dict[str, str], args: list[str], message: str
+) -> None:
+    result = bcrun.run(*args, "true", env=bcrun.env | environ)
+    assert result.returncode == 125
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr

@@ -1,0 +1,161 @@
+"""The /proc and cgroup readers on recorded files, and the build tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bcrun import proc
+from bcrun.buildtree import build_use
+from bcrun.metrics import Sampler
+from bcrun.proc import ProcStat
+
+PAGE = proc.PAGE_SIZE
+HZ = proc.CLOCK_TICKS
+
+
+def test_loadavg_field_four_is_the_tasks_running_now():
+    load = proc.parse_loadavg("0.06 0.21 0.25 3/79 17596\n")
+    assert load == proc.LoadAvg(0.06, 0.21, 0.25, 3)
+
+
+def test_cpu_busy_leaves_out_idle_and_iowait():
+    text = f"cpu  {HZ} 0 {HZ} {50 * HZ} {7 * HZ} 0 0 0 0 0\ncpu0 1 2 3 4\n"
+    assert proc.parse_cpu_busy_s(text) == pytest.approx(2.0)
+
+
+def test_pressure_totals_with_and_without_a_full_line():
+    text = (
+        "some avg10=1.00 avg60=0.27 avg300=1.00 total=621199827\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=12\n"
+    )
+    assert proc.parse_pressure(text) == proc.Pressure(621199827, 12)
+    assert proc.parse_pressure(text.splitlines()[0]) == proc.Pressure(621199827, 0)
+
+
+def test_meminfo_available_and_its_fallback_on_old_kernels():
+    text = "MemTotal: 1000 kB\nMemFree: 100 kB\nMemAvailable: 600 kB\nCached: 200 kB\n"
+    assert proc.parse_meminfo(text) == proc.Memory(1000 * 1024, 600 * 1024)
+    old = "MemTotal: 1000 kB\nMemFree: 100 kB\nCached: 200 kB\n"
+    assert proc.parse_meminfo(old).available_bytes == 300 * 1024
+
+
+def test_stat_line_with_a_name_holding_spaces_and_parentheses():
+    fields = ["S", "1"] + ["0"] * 9 + [str(HZ), str(HZ), str(HZ), "0"] + ["0"] * 4
+    fields += [str(7 * HZ), "0", "25"] + ["0"] * 20
+    text = "42 (cc1 (x) y) " + " ".join(fields)
+    stat = proc.parse_stat(text)
+    assert stat == ProcStat(42, 1, "cc1 (x) y", "S", 3.0, 7.0, 25 * PAGE)
+
+
+def test_the_real_stat_of_this_process():
+    processes = proc.read_processes()
+    me = processes[os.getpid()]
+    assert me.ppid == os.getppid()
+    assert me.rss_bytes > 1 << 20
+    assert me.state == "R"
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_limit_counts_inactive_files_as_free_and_parents_bind(tmp_path):
+    root = tmp_path / "unified"
+    leaf = root / "user.slice" / "build"
+    write(root / "user.slice" / "memory.max", f"{4 << 30}\n")
+    write(root / "user.slice" / "memory.current", f"{3 << 30}\n")
+    write(root / "user.slice" / "memory.stat", f"anon 1\ninactive_file {1 << 30}\n")
+    write(leaf / "memory.max", "max\n")
+    write(leaf / "memory.current", "100\n")
+    mountinfo = f"30 25 0:26 / {root} rw,relatime shared:4 - cgroup2 cgroup2 rw\n"
+    dirs = proc.cgroup_dirs("0::/user.slice/build\n", mountinfo)
+    assert dirs == [(2, leaf, root)]
+    assert proc.read_cgroup_memory(dirs) == proc.CgroupMemory(4 << 30, 2 << 30)
+
+
+def test_cgroup_v1_memory_controller_and_its_no_limit_value(tmp_path):
+    root = tmp_path / "memory"
+    leaf = root / "ci" / "job"
+    write(leaf / "memory.limit_in_bytes", f"{1 << 30}\n")
+    write(leaf / "memory.usage_in_bytes", f"{900 << 20}\n")
+    write(leaf / "memory.stat", f"cache 1\ntotal_inactive_file {100 << 20}\n")
+    write(root / "ci" / "memory.limit_in_bytes", "9223372036854771712\n")
+    write(root / "ci" / "memory.usage_in_bytes", "1\n")
+    mountinfo = (
+        f"40 25 0:35 / {tmp_path}/cpu rw - cgroup cgroup rw,cpu\n"
+        f"41 25 0:36 / {root} rw,relatime - cgroup cgroup rw,memory\n"
+    )
+    cgroup = "5:cpu:/\n4:memory:/ci/job\n0::/\n"
+    dirs = proc.cgroup_dirs(cgroup, mountinfo)
+    assert dirs == [(1, leaf, root)]
+    assert proc.read_cgroup_memory(dirs) == proc.CgroupMemory(1 << 30, 224 << 20)
+
+
+def test_no_cgroup_limit_is_none(tmp_path):
+    assert proc.read_cgroup_memory([]) is None
+    mountinfo = f"30 25 0:26 / {tmp_path} rw - cgroup2 cgroup2 rw\n"
+    dirs = proc.cgroup_dirs("0::/\n", mountinfo)
+    assert proc.read_cgroup_memory(dirs) is None
+
+
+def test_a_cgroup_outside_the_mounted_part_is_not_read(tmp_path):
+    mountinfo = f"30 25 0:26 /docker/abc {tmp_path} rw - cgroup2 cgroup2 rw\n"
+    assert proc.cgroup_dirs("0::/other\n", mountinfo) == []
+    assert proc.cgroup_dirs("0::/docker/abc/x\n", mountinfo) == [
+        (2, tmp_path / "x", tmp_path)
+    ]
+
+
+# -- the build tree ----------------------------------------------------------------
+
+
+def p(pid: int, ppid: int, name: str, state: str = "S", rss: int = 1) -> ProcStat:
+    return ProcStat(pid, ppid, name, state, 1.0, float(pid), rss)
+
+
+def test_jobs_are_what_build_tools_start_and_shells_of_sub_makes_are_not():
+    processes = {
+        1: p(1, 0, "init"),
+        10: p(10, 1, "make"),
+        11: p(11, 10, "sh"),  # runs a sub-make: not a job
+        12: p(12, 11, "make"),
+        13: p(13, 12, "sh", rss=2),  # a job: sh -c 'cc ...'
+        14: p(14, 13, "cc1", "R", rss=100),
+        15: p(15, 10, "cc1", "R", rss=50),  # a job
+        16: p(16, 1, "firefox", "R"),  # not the build's
+    }
+    use = build_use(processes, 10)
+    assert sorted(job.pid for job in use.jobs) == [13, 15]
+    job13 = next(job for job in use.jobs if job.pid == 13)
+    assert (job13.rss_bytes, job13.runnable, set(job13.pids)) == (102, 1, {13, 14})
+    assert use.tools == 2
+    assert use.runnable == 2
+    assert use.cpu_s == 6.0
+
+
+def test_without_a_build_tool_the_root_s_children_are_the_jobs():
+    processes = {5: p(5, 1, "python3"), 6: p(6, 5, "sleep"), 7: p(7, 5, "sh")}
+    assert sorted(job.pid for job in build_use(processes, 5).jobs) == [6, 7]
+    assert build_use(processes, 99).jobs == ()
+
+
+def test_the_sampler_sees_a_real_build_burning_cpu():
+    # This process plays the build tool; a shell loop is its job.
+    me = proc.read_processes()[os.getpid()].name
+    with subprocess.Popen(["sh", "-c", "while :; do :; done"]) as child:
+        sampler = Sampler(root=os.getpid(), tools=frozenset({me}))
+        sampler.sample()
+        time.sleep(1.0)
+        metrics = sampler.sample()
+        child.kill()
+    assert metrics.build_cpu is not None and metrics.build_cpu > 0.5
+    assert any(job.pid == child.pid for job in metrics.jobs)
+    assert metrics.job_rss_peak_bytes and metrics.job_rss_peak_bytes > 1 << 20
+    assert metrics.mem_available_bytes > 0
+    assert 0 <= metrics.weekday <= 6
