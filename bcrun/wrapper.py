@@ -122,6 +122,9 @@ class Wrapper:
                     self._warned = True
             else:
                 self.governor.decide(self.metrics)
+        else:
+            # Policies that need no metrics (fixed) decide from none.
+            self.governor.decide(Metrics())
         self.apply()
         if self.metrics is not None:
             if self.governor.settings.freeze and not self.ending:
