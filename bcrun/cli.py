@@ -299,40 +299,16 @@ def run(
         raise click.BadParameter(
             f"{max_jobs} is below --min-jobs {min_jobs}", param_hint="--max-jobs"
         )
+    if "schedule" in {policy.name for policy in policies} and not schedule:
+        raise click.BadParameter(
+            "the schedule policy needs --schedule RULES", param_hint="--policy"
+        )
     control = plan(list(command), os.environ, via)
     if explain:
         click.echo(control.explain())
         for notice in control.notices:
             click.echo(notice)
         return 0
-    for notice in control.notices:
-        click.echo(f"bcrun: {notice}", err=True)
-    if control.via == "none" and control.reason != NOT_FOUND:
-        click.echo(
-            f"bcrun: {control.tool} is neither a patched tool nor a jobserver client "
-            f"bcrun knows ({control.reason}): only what in it reads BUILDSOCKET obeys",
-            err=True,
-        )
-    if jobs is None:
-        # A -jN bcrun took off the tool's command line is what the user meant.
-        jobs = control.jobs or usable_cpus()
-    settings = Settings(
-        jobs=jobs,
-        min_jobs=min_jobs,
-        max_jobs=max_jobs,
-        tick_s=tick,
-        load=load,
-        mem_reserve=mem_reserve,
-        freeze=freeze,
-        active_jobs=active_jobs,
-        idle_after_s=idle_after,
-        schedule=schedule,
-    )
-    names = {policy.name for policy in policies}
-    if "schedule" in names and not schedule:
-        raise click.BadParameter(
-            "the schedule policy needs --schedule RULES", param_hint="--policy"
-        )
     with contextlib.ExitStack() as stack:
         trace_file = None
         if trace is not None:
@@ -340,6 +316,30 @@ def run(
                 trace_file = stack.enter_context(open(trace, "w", encoding="utf-8"))
             except OSError as err:
                 raise ConfigError(f"--trace {trace}: {err.strerror}") from err
+        for notice in control.notices:
+            click.echo(f"bcrun: {notice}", err=True)
+        if control.via == "none" and control.reason != NOT_FOUND:
+            click.echo(
+                f"bcrun: {control.tool} is neither a patched tool nor a jobserver "
+                f"client bcrun knows ({control.reason}): only what in it reads "
+                "BUILDSOCKET obeys",
+                err=True,
+            )
+        if jobs is None:
+            # A -jN bcrun took off the tool's command line is what the user meant.
+            jobs = control.jobs or usable_cpus()
+        settings = Settings(
+            jobs=jobs,
+            min_jobs=min_jobs,
+            max_jobs=max_jobs,
+            tick_s=tick,
+            load=load,
+            mem_reserve=mem_reserve,
+            freeze=freeze,
+            active_jobs=active_jobs,
+            idle_after_s=idle_after,
+            schedule=schedule,
+        )
         return asyncio.run(
             run_build(control, policies, settings, verbose, nice, trace_file)
         )

@@ -3,7 +3,8 @@
 One more job may start when the memory available, less what the running
 jobs will still take as they grow to the size jobs of this build have been
 seen to reach, leaves the reserve free for one more such job.  Memory
-pressure (PSI) and swapping hold the count before the reserve is reached.
+pressure (PSI) holds the count before the reserve is reached, once less
+than twice the reserve is left.
 With ``--freeze``, :func:`freeze_step` goes further when memory is
 critically short: it stops the youngest job, and continues stopped jobs
 once memory has recovered.
@@ -58,7 +59,9 @@ def memory(metrics: Metrics, previous: int, settings: Settings) -> Decision:
         return Decision(
             max(running - short, 1), f"{said} < {format_size(reserve)} reserve"
         )
-    pressure = metrics.psi_memory_some or 0.0
+    # The kernel's pressure is system-wide: a thrashing cgroup elsewhere
+    # raises it too.  It is an early sign only when memory is getting short.
+    pressure = (metrics.psi_memory_some or 0.0) if room < reserve else 0.0
     if pressure >= PRESSURE_SHED:
         return Decision(max(running - 1, 1), f"memory pressure {pressure:.0%} (PSI)")
     if pressure >= PRESSURE_HOLD:

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bcrun.metrics import PEAK_WINDOW_S
 from tests.helpers import Bcrun, wait_until
 from tests.tools.jobs import make_project
 
@@ -56,7 +57,7 @@ def test_adaptive_gives_way_to_a_competing_load_and_takes_the_machine_back(
     bcrun: Bcrun, tmp_path: Path
 ) -> None:
     project = tmp_path / "p"
-    make_project(project, jobs=40, seconds=0.5)
+    bcrun.env["JOBLOG"] = str(make_project(project, jobs=40, seconds=0.5).path)
     trace = tmp_path / "trace.jsonl"
     build = bcrun.start(
         "-v", "--policy", "adaptive", "--load", "3", "--tick", "0.25",
@@ -84,7 +85,8 @@ def test_adaptive_gives_way_to_a_competing_load_and_takes_the_machine_back(
     _, stderr = build.communicate(timeout=60)
     assert build.returncode == 0, stderr
     assert down["time"] - started < 2.0, "reacted within 2 s of the load"
-    assert up["time"] - stopped < 3.0
+    # Growth waits for PEAK_WINDOW_S of calm, and the smoothed load to fall.
+    assert up["time"] - stopped < PEAK_WINDOW_S + 2.0
     assert max(during) <= 1, "no flapping back up while the load lasts"
     assert "adaptive: external load" in down["reason"]
     assert "-> 1 jobs: adaptive: external load" in stderr
@@ -94,7 +96,7 @@ def test_memory_backs_off_while_another_process_holds_memory(
     bcrun: Bcrun, tmp_path: Path
 ) -> None:
     project = tmp_path / "p"
-    make_project(project, jobs=40, seconds=0.4)
+    bcrun.env["JOBLOG"] = str(make_project(project, jobs=40, seconds=0.4).path)
     trace = tmp_path / "trace.jsonl"
     # A reserve just under what is available now: 2G taken by someone else
     # puts the machine below it.
@@ -141,21 +143,24 @@ def test_freeze_stops_jobs_and_no_job_is_left_stopped_when_the_build_ends(
     bcrun: Bcrun, tmp_path: Path
 ) -> None:
     project = tmp_path / "p"
-    make_project(project, jobs=3, seconds=30)
+    bcrun.env["JOBLOG"] = str(make_project(project, jobs=3, seconds=15).path)
+    errors = tmp_path / "stderr"
     # A reserve no machine has: memory is critical at once.
-    build = bcrun.start(
-        "--freeze", "--mem-reserve", "100T", "--tick", "0.2",
-        "make", "-j3", "-C", str(project),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    with errors.open("w") as stderr:
+        build = bcrun.start(
+            "--freeze", "--mem-reserve", "100T", "--tick", "0.2",
+            "make", "-j3", "-C", str(project),
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
     stopped = lambda: [pid for pid, s in job_states(project).items() if s == "stopped"]  # noqa: E731
     wait_until(lambda: len(stopped()) == 2, 10, "two jobs stopped")
     time.sleep(0.5)
     assert len(stopped()) == 2, "one job always runs"
     build.send_signal(signal.SIGTERM)
-    _, stderr = build.communicate(timeout=10)
-    assert build.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM, 2), stderr
-    assert "stopped" in stderr
+    # make passes SIGTERM on to its jobs: they must have been continued.
+    build.wait(timeout=10)
+    assert build.returncode == -signal.SIGTERM, errors.read_text()
+    assert "stopped" in errors.read_text()
     wait_until(lambda: not job_states(project), 5, "every job to end")
 
 
@@ -194,7 +199,7 @@ def test_raising_priority_is_refused_in_one_line_unless_root(bcrun: Bcrun) -> No
 
 def test_trace_status_and_plot_of_a_real_build(bcrun: Bcrun, tmp_path: Path) -> None:
     project = tmp_path / "p"
-    make_project(project, jobs=6, seconds=0.5)
+    bcrun.env["JOBLOG"] = str(make_project(project, jobs=6, seconds=0.5).path)
     trace = tmp_path / "trace.jsonl"
     build = bcrun.start(
         "--policy", "adaptive,memory", "--tick", "0.2", "--trace", str(trace),

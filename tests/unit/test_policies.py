@@ -168,12 +168,21 @@ def test_memory_never_goes_below_one_job():
 
 def test_memory_pressure_holds_then_sheds_before_the_reserve_is_reached():
     settings = Settings(jobs=8, mem_reserve=parse_size("1G"))
-    running = tuple(job(i, GIB) for i in range(3))
-    calm = memory(mem(8 * GIB, running, GIB, psi_memory_some=0.0), 3, settings)
-    held = memory(mem(8 * GIB, running, GIB, psi_memory_some=0.08), 3, settings)
-    shed = memory(mem(8 * GIB, running, GIB, psi_memory_some=0.40), 3, settings)
-    assert (calm.jobs, held.jobs, shed.jobs) == (8, 3, 2)
+    running = tuple(job(i, 256 * MIB) for i in range(3))
+    near = int(1.8 * GIB)  # less than twice the reserve left
+    calm = memory(mem(near, running, 256 * MIB, psi_memory_some=0.0), 3, settings)
+    held = memory(mem(near, running, 256 * MIB, psi_memory_some=0.08), 3, settings)
+    shed = memory(mem(near, running, 256 * MIB, psi_memory_some=0.40), 3, settings)
+    assert (calm.jobs, held.jobs, shed.jobs) == (6, 3, 2)
     assert "PSI" in shed.reason
+
+
+def test_memory_pressure_elsewhere_does_not_hold_a_build_with_room():
+    # PSI is system-wide: a thrashing cgroup elsewhere raises it too.
+    settings = Settings(jobs=8, mem_reserve=parse_size("1G"))
+    running = tuple(job(i, 256 * MIB) for i in range(3))
+    roomy = memory(mem(12 * GIB, running, 256 * MIB, psi_memory_some=0.6), 3, settings)
+    assert roomy.jobs == 8
 
 
 def test_memory_running_out_over_a_series():
