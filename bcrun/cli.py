@@ -160,7 +160,10 @@ class BcrunGroup(click.Group):
 @click.group(
     cls=BcrunGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="'bcrun SUBCOMMAND --help' tells more of each.  See bcrun(1).",
+    epilog="Defaults for the options come from ~/.config/bcrun/config.toml "
+    '(long names: policy = "adaptive") and BCRUN_* variables '
+    "(BCRUN_POLICY=adaptive).  'bcrun SUBCOMMAND --help' tells more of each.  "
+    "See bcrun(1).",
 )
 @click.version_option(__version__, prog_name="bcrun", hidden=True)
 def cli() -> None:
