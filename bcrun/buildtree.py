@@ -35,6 +35,8 @@ class BuildUse:
     """What the build rooted at one process uses now."""
 
     jobs: tuple[Job, ...]
+    #: Every process of the build.
+    pids: frozenset[int]
     #: Build tools running (make, ninja...): each holds one jobserver slot.
     tools: int
     #: CPU seconds of every process of the build, with the children they
@@ -66,7 +68,7 @@ def build_use(
 ) -> BuildUse:
     """Split the tree under *root* into jobs; empty if *root* is gone."""
     if root not in processes:
-        return BuildUse((), 0, 0.0, 0, 0)
+        return BuildUse((), frozenset(), 0, 0.0, 0, 0)
     children = children_map(processes)
     pids = subtree(root, children)
     has_tool = {pid: False for pid in pids}
@@ -101,6 +103,7 @@ def build_use(
         stack.extend((child, below_tool) for child in children.get(pid, ()))
     return BuildUse(
         jobs=tuple(jobs),
+        pids=frozenset(pids),
         tools=sum(processes[pid].name in tools for pid in pids),
         cpu_s=sum(processes[pid].cpu_s for pid in pids),
         rss_bytes=sum(processes[pid].rss_bytes for pid in pids),

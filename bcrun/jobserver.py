@@ -10,11 +10,16 @@ returned when it shrinks.
 Shrinking on a pipe (GNU make) is exact: bcrun gives the clients two pipes,
 one to take tokens from and one to give them back into, which only bcrun
 reads, so a returned token reaches a client again only if bcrun passes it
-on.  A fifo (ninja, GNU make's fifo style) is one pipe for both, and
-shrinking it is a race: a client re-takes a returned token within
-microseconds, and a thread of bcrun's parked in a blocking read() of its own
-open file description of the fifo (clients set O_NONBLOCK on theirs) wins
-only some of those races.
+on.  A fifo (ninja, GNU make's fifo style) is one pipe for both, and a
+client re-takes a token it gives back some 10-30 µs later, before any reader
+of bcrun's can (a shrink from 4 to 1 used to start about 5 jobs above the
+count).  So while tokens are owed, bcrun brakes the clients, found under the
+build's root (:meth:`JobserverPool.watch`, bcrun.reclaim): the kernel stops
+a client inside each write() into the fifo (O_ASYNC with SIGSTOP as the
+signal), a thread of bcrun's polling the fifo takes the token, then
+continues the clients.  The shrink is then exact for single-threaded clients
+such as ninja.  With no token owed, the thread sleeps and no client is ever
+stopped.
 
 Nothing here can take back the slot each running client holds for its first
 job: the pool's floor is the number of running clients (a pause leaves one
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import stat
 import struct
 import termios
@@ -33,9 +39,18 @@ import threading
 from pathlib import Path
 from typing import Literal
 
+from bcrun.reclaim import ClientBrake
+
 Style = Literal["fifo", "pipe"]
 
 TOKEN = b"+"
+
+#: Seconds between two looks for stopped clients to continue while tokens
+#: are owed, should one have stopped with no token seen (taken by another).
+RELEASE_S = 0.1
+#: The same just after a token was taken: the client that gave it may have
+#: stopped only after bcrun looked.
+STOPPING_S = 0.001
 
 
 class JobserverPool:
@@ -51,13 +66,18 @@ class JobserverPool:
         self._deficit = 0
         self._closing = False
         self._suspected = 0
-        self.read_fd = self.write_fd = self._drain_fd = -1
+        self.read_fd = self.write_fd = self._drain_fd = self._wake_fd = -1
+        self._brake = ClientBrake(self.path)
         if style == "fifo":
             os.mkfifo(self.path, 0o600)
             # Kept open read-write for the build's life: make 4.4.1 opening a
             # fifo that has no writer would block forever.
             self._pool_fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            self._taker_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._taker_fd = os.open(
+                self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+            )
+            # Wakes the taker's poll() on close().
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         else:
             # Two pipes: clients take tokens from the first and give them back
             # into the second, which only bcrun reads.  A returned token
@@ -75,7 +95,9 @@ class JobserverPool:
                 os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC,
             )
         self._taker = threading.Thread(
-            target=self._take_back, name="jobserver-taker", daemon=True
+            target=self._reclaim if style == "fifo" else self._route,
+            name="jobserver-taker",
+            daemon=True,
         )
         self._taker.start()
 
@@ -93,6 +115,13 @@ class JobserverPool:
         """Descriptors the build must inherit (a pipe's two ends)."""
         return (self.read_fd, self.write_fd) if self.style == "pipe" else ()
 
+    def watch(self, root: int, clients: frozenset[str]) -> None:
+        """Brake the processes named in *clients* under the build's *root*
+        while tokens are owed (a fifo; pipes need no brake)."""
+        if not self.routed:
+            with self._lock:
+                self._brake.watch(root, clients)
+
     # -- the count ---------------------------------------------------------
 
     @property
@@ -108,12 +137,16 @@ class JobserverPool:
         with self._lock:
             if target >= self._circulating:
                 self._deficit = 0
+                # Before the write, which would stop the clients.
+                self._brake.disengage()
                 self._put(target - self._circulating)
             else:
                 self._deficit = self._circulating - target
                 if self.routed:
                     self._drain()
-                self._lock.notify()
+                else:
+                    self._brake.engage()
+                self._lock.notify_all()
 
     def _drain(self) -> None:
         """Take back, at once, surplus tokens no client has taken yet."""
@@ -160,18 +193,12 @@ class JobserverPool:
         """Whether returned tokens pass through bcrun (the two-pipe pool)."""
         return self.style == "pipe"
 
-    def _take_back(self) -> None:
+    def _route(self) -> None:
+        """Pass returned tokens on to the clients, keeping those owed (the
+        two-pipe pool)."""
         while True:
-            with self._lock:
-                # A fifo is read only to take tokens back; the return pipe
-                # always, since every returned token must be passed on.
-                while not self.routed and not self._deficit and not self._closing:
-                    self._lock.wait()
-                if self._closing:
-                    return
-                wanted = 4096 if self.routed else self._deficit
             try:
-                data = os.read(self._taker_fd, wanted)
+                data = os.read(self._taker_fd, 4096)
             except OSError:
                 return
             with self._lock:
@@ -180,10 +207,50 @@ class JobserverPool:
                 taken = min(len(data), self._deficit)
                 self._deficit -= taken
                 self._circulating -= taken
-                # The rest goes on to the clients (routed), or back to the
-                # pool (the count grew while we waited on the fifo).
+                # The rest goes on to the clients.
                 if len(data) > taken:
                     os.write(self._pool_fd, data[taken:])
+
+    def _reclaim(self) -> None:
+        """Take owed tokens from the fifo as they are returned, the clients
+        braked meanwhile (the fifo pool)."""
+        poller = select.poll()
+        poller.register(self._taker_fd, select.POLLIN)
+        poller.register(self._wake_fd, select.POLLIN)
+        timeout = RELEASE_S
+        while True:
+            with self._lock:
+                while not self._deficit and not self._closing:
+                    self._lock.wait()
+                if self._closing:
+                    return
+            if self._brake.scan_due():
+                found = self._brake.find_clients()
+                with self._lock:
+                    if self._deficit and not self._closing:
+                        self._brake.update(found)
+            poller.poll(timeout * 1000)
+            with self._lock:
+                if self._closing:
+                    return
+                stopped = self._brake.stopped()
+                taken = self._take()
+                self._brake.release(stopped)
+            # The client that gave a token may stop only now: soon again.
+            timeout = STOPPING_S if taken else RELEASE_S
+
+    def _take(self) -> int:
+        """Take what is owed of the tokens in the fifo (under the lock);
+        return how many."""
+        taken = 0
+        if self._deficit:
+            with contextlib.suppress(BlockingIOError):
+                taken = len(os.read(self._taker_fd, self._deficit))
+            self._deficit -= taken
+            self._circulating -= taken
+        if not self._deficit:
+            self._brake.disengage()
+        return taken
 
     # -- life cycle --------------------------------------------------------
 
@@ -191,15 +258,21 @@ class JobserverPool:
         """Stop taking tokens, close every descriptor, remove the fifo."""
         with self._lock:
             self._closing = True
-            self._lock.notify()
-        # Wake a read() parked on an empty pipe; the build is over.
+            self._brake.close()
+            self._lock.notify_all()
+        # Wake the taker: a read() parked on an empty pipe, or the fifo's
+        # poll(); the build is over.
         with contextlib.suppress(OSError):
-            os.write(self.write_fd if self.routed else self._pool_fd, TOKEN)
+            if self.routed:
+                os.write(self.write_fd, TOKEN)
+            else:
+                os.eventfd_write(self._wake_fd, 1)
         self._taker.join(timeout=1.0)
         fds = {
             self._pool_fd,
             self._taker_fd,
             self._drain_fd,
+            self._wake_fd,
             self.read_fd,
             self.write_fd,
         }

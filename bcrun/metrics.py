@@ -41,10 +41,11 @@ class Metrics:
     load1: float = 0.0
     load5: float = 0.0
     load15: float = 0.0
-    #: Runnable tasks, smoothed over the last few samples.
+    #: Runnable processes, smoothed over the last few samples.
     runnable: float = 0.0
-    #: Load that is not the build's (its runnable tasks or busy CPUs, the
-    #: larger), smoothed over the last few samples.
+    #: Load that is not the build's: its runnable processes (those seen at
+    #: two ticks in a row) or the CPUs it kept busy, the larger, smoothed
+    #: over the last few samples.
     external_load: float = 0.0
     #: The highest external load of the last few seconds (PEAK_WINDOW_S).
     external_load_peak: float | None = None
@@ -61,7 +62,7 @@ class Metrics:
     #: The cgroup's memory limit; None when none binds.
     mem_limit_bytes: int | None = None
     swap_pages_s: float | None = None
-    #: The build: its jobs now, what they use, the most one job has taken.
+    #: The build: its jobs now, what they use, the most a finished job took.
     jobs: tuple[Job, ...] = ()
     build_cpu: float | None = None
     build_rss_bytes: int = 0
@@ -131,6 +132,8 @@ class Sampler:
         self._cgroups = proc.memory_cgroups()
         self._previous: _Counters | None = None
         self._runnable: float | None = None
+        #: Runnable tasks not the build's at the previous tick.
+        self._others = 0
         self._external: float | None = None
         self._recent_external: deque[tuple[float, float]] = deque()
         #: Peak memory of each running job, and of the last finished ones.
@@ -144,14 +147,10 @@ class Sampler:
         memory = proc.read_meminfo()
         if load is None or memory is None:
             raise MetricsError("cannot read /proc/loadavg or /proc/meminfo")
-        build = BuildUse((), 0, 0.0, 0, 0)
+        processes = proc.read_processes()
+        build = BuildUse((), frozenset(), 0, 0.0, 0, 0)
         if self.root is not None:
-            build = build_use(proc.read_processes(), self.root, self.tools)
-            # A task of the build that ran when the load was read may have
-            # ended by the time the tree was: only count what ran both times.
-            after = proc.read_loadavg()
-            if after is not None and after.running < load.running:
-                load = load._replace(running=after.running)
+            build = build_use(processes, self.root, self.tools)
         counters = _Counters(
             time_s=now,
             cpu_busy_s=proc.read_cpu_busy_s(),
@@ -162,10 +161,21 @@ class Sampler:
         )
         previous, self._previous = self._previous, counters
         rates = counters.rates_since(previous)
-        # The reader itself is one of the runnable tasks.
-        runnable = max(load.running - 1, 0)
-        external = float(max(runnable - build.runnable, 0))
+        # Runnable tasks from the same scan as the build's, so the two agree;
+        # bcrun itself (reading now) is not one of them.
+        me = os.getpid()
+        others = sum(
+            process.state == "R" and pid not in build.pids and pid != me
+            for pid, process in processes.items()
+        )
+        runnable = others + build.runnable
+        # A process that runs for an instant (a shell command, a status
+        # query) is not load: only what ran at two ticks in a row counts.
+        external = float(min(others, self._others))
+        self._others = others
         if rates.cpu_busy is not None and rates.build_cpu is not None:
+            # CPU time catches what the scan cannot see (busy threads of a
+            # sleeping main thread) and what ran between two ticks.
             busy = rates.cpu_busy - rates.build_cpu - rates.own_cpu
             external = max(external, busy)
         self._runnable = _smooth(self._runnable, runnable)
@@ -208,14 +218,14 @@ class Sampler:
         )
 
     def _job_peak(self, jobs: tuple[Job, ...]) -> int | None:
-        """The most memory one job of this build was seen to take."""
+        """The most memory a finished job of this build took: a running job
+        may still be growing."""
         running = {job.pid: job.rss_bytes for job in jobs}
         for pid in [pid for pid in self._job_peaks if pid not in running]:
             self._finished_peaks.append(self._job_peaks.pop(pid))
         for pid, rss in running.items():
             self._job_peaks[pid] = max(self._job_peaks.get(pid, 0), rss)
-        peaks = [*self._job_peaks.values(), *self._finished_peaks]
-        return max(peaks) if peaks else None
+        return max(self._finished_peaks) if self._finished_peaks else None
 
 
 def _smooth(previous: float | None, value: float) -> float:

@@ -3,20 +3,21 @@ bcrun takes the token before they take it again.
 
 A client of a fifo jobserver (ninja 1.13) gives a token back with write()
 and takes one with a non-blocking read() some 10-30 µs later: a reader of
-bcrun's, even one spinning on another CPU, loses that race to it more often
-than not on a busy machine.  So while the pool owes tokens, bcrun has the
-kernel stop the writer inside its write(): for each client it holds a
-description of the fifo in signal-driven mode (O_ASYNC) whose owner is the
-client and whose signal is SIGSTOP (F_SETOWN, F_SETSIG).  Every write into
-the fifo then sends SIGSTOP to each client from within the write, and a
-single-threaded client stops before its write returns, so before it can
-read.  bcrun takes the token when it sees it, then continues the clients
-(SIGCONT).
+bcrun's, even one spinning on another CPU, loses that race more often than
+not on a busy machine.  So while the pool owes tokens, bcrun has the kernel
+stop the writer inside its write(): for each client it holds a description
+of the fifo whose owner is the client and whose signal is SIGSTOP (F_SETOWN,
+F_SETSIG), in signal-driven mode (O_ASYNC) while tokens are owed.  Every
+write into the fifo then sends SIGSTOP to each client from within the write,
+and a single-threaded client stops before the write returns to it, so before
+it can read.  bcrun takes the token when it sees it, then continues the
+clients (SIGCONT).
 
-Closing any description of the fifo signals too (a client that closes it
-stops the others, until bcrun's next periodic continue).  A client stopped
-by hand while tokens are owed is continued as well.  The pool calls this
-under its lock; nothing here runs while no token is owed.
+Closing a description of the fifo signals too, but only the last reader's or
+writer's, which bcrun's own read-write description prevents.  A client
+stopped by hand while tokens are owed is continued as well.  Not
+thread-safe: the pool calls this under its lock, and no signal is sent and
+nothing runs while no token is owed.
 """
 
 from __future__ import annotations
@@ -33,46 +34,74 @@ from pathlib import Path
 import psutil
 
 #: Seconds between two looks for the build's clients while tokens are owed.
-SCAN_S = 0.5
+SCAN_S = 1.0
 
 
 @dataclass(frozen=True)
-class _Braked:
-    """A client, and the fifo description whose writes and closes stop it."""
+class Client:
+    """A client, and the fifo description whose writes stop it when set to
+    signal."""
 
     pid: int
     pidfd: int
     fd: int
 
+    def signal_writes(self, on: bool) -> None:
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        flags = flags | os.O_ASYNC if on else flags & ~os.O_ASYNC
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags)
+
+    @property
+    def alive(self) -> bool:
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+    @property
+    def stopped(self) -> bool:
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            return False
+        return fields[:1] == [b"T"]
+
+    def resume(self) -> None:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGCONT)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.pidfd)
+
 
 class ClientBrake:
     """Stops the build's jobserver clients at every write into the fifo,
-    while engaged.  Not thread-safe: the pool calls it under its lock."""
+    while engaged."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.engaged = False
         self._root: int | None = None
-        self._clients: frozenset[str] = frozenset()
-        self._braked: dict[int, _Braked] = {}
+        self._names: frozenset[str] = frozenset()
+        self._clients: dict[int, Client] = {}
         self._scanned = float("-inf")
 
     def watch(self, root: int, clients: frozenset[str]) -> None:
-        """Brake the processes named in *clients* under *root* (included)."""
-        self._root, self._clients = root, clients
+        """Brake the processes named in *clients* under *root*, and *root*
+        if it is one of them (known at once)."""
+        self._root, self._names = root, clients
         self._scanned = float("-inf")
-
-    @property
-    def engaged(self) -> bool:
-        return bool(self._braked)
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(root).name() in clients:
+                self.update(self._clients.keys() | {root})
 
     def scan_due(self) -> bool:
         return self._root is not None and time.monotonic() - self._scanned >= SCAN_S
 
     def find_clients(self) -> set[int]:
-        """The pids of the clients running now.  Reads /proc: call it
-        without the pool's lock."""
+        """The pids of the clients running now.  Reads /proc at some length:
+        call it without the pool's lock."""
         self._scanned = time.monotonic()
-        root, names = self._root, self._clients
+        root, names = self._root, self._names
         if root is None or not names:
             return set()
         try:
@@ -87,28 +116,66 @@ class ClientBrake:
                     found.add(process.pid)
         return found
 
-    def engage(self, clients: set[int] | None) -> None:
-        """Brake *clients* (None: those braked already), release the rest."""
-        if clients is None:
-            return
-        for pid in set(self._braked) - clients:
-            self._let_go([self._braked.pop(pid)])
-        for pid in clients - set(self._braked):
-            braked = self._brake(pid)
-            if braked is not None:
-                self._braked[pid] = braked
+    def update(self, pids: set[int]) -> None:
+        """Brake the clients *pids* (braked at once if engaged), and no
+        other."""
+        for pid in self._clients.keys() - pids:
+            self._let_go([self._clients.pop(pid)])
+        for pid in pids - self._clients.keys():
+            client = self._hold(pid)
+            if client is not None:
+                self._clients[pid] = client
+                if self.engaged:
+                    self._set([client])
 
-    def release(self) -> None:
-        """Continue every braked client: its token, if any, is taken."""
-        for braked in self._braked.values():
-            _continue(braked)
+    def engage(self) -> None:
+        """Stop the clients at every write into the fifo from now on."""
+        self.engaged = True
+        self._set(list(self._clients.values()))
+
+    def stopped(self) -> list[Client]:
+        """The clients stopped now.  Any token they gave back before they
+        stopped is in the fifo: take it before :meth:`release`."""
+        return [client for client in self._clients.values() if client.stopped]
+
+    def release(self, stopped: list[Client]) -> None:
+        """Continue the clients of *stopped*, if still braked.
+
+        Only clients seen stopped before the tokens were taken: a client
+        stopping now has its token in the fifo still, and continuing it would
+        cancel its stop.
+        """
+        for client in stopped:
+            if self._clients.get(client.pid) is client:
+                client.resume()
 
     def disengage(self) -> None:
-        """Stop braking, and continue every client."""
-        braked, self._braked = list(self._braked.values()), {}
-        self._let_go(braked)
+        """Stop no client from now on, and continue every client."""
+        if self.engaged:
+            self.engaged = False
+            clients = list(self._clients.values())
+            for client in clients:
+                with contextlib.suppress(OSError):
+                    client.signal_writes(False)
+            for client in clients:
+                # Cancels a stop not yet taken effect too: no token is owed.
+                client.resume()
 
-    def _brake(self, pid: int) -> _Braked | None:
+    def close(self) -> None:
+        self.disengage()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def _set(self, clients: list[Client]) -> None:
+        for client in clients:
+            try:
+                client.signal_writes(True)
+            except OSError:
+                self._let_go([self._clients.pop(client.pid)])
+
+    def _hold(self, pid: int) -> Client | None:
+        """A description of the fifo owned by *pid*, not signalling yet."""
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
@@ -118,39 +185,25 @@ class ClientBrake:
         except OSError:
             os.close(pidfd)
             return None
-        braked = _Braked(pid, pidfd, fd)
+        client = Client(pid, pidfd, fd)
         try:
             fcntl.fcntl(fd, fcntl.F_SETOWN, pid)
             fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGSTOP)
-            # The signal must be SIGSTOP before O_ASYNC is set: the default,
-            # SIGIO, would kill the client.
-            if fcntl.fcntl(fd, fcntl.F_GETSIG) != signal.SIGSTOP:
-                raise OSError("F_SETSIG did not take")
-            # The owner is the pid's process only if it was still alive.
-            if not select.select([pidfd], [], [], 0)[0]:
-                flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-                fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_ASYNC)
-                return braked
+            # Never signal SIGIO, the default: it would kill the client.
+            if fcntl.fcntl(fd, fcntl.F_GETSIG) == signal.SIGSTOP and client.alive:
+                # The owner is the pid's process: it was alive after.
+                return client
         except OSError:
             pass
-        self._let_go([braked])
+        client.close()
         return None
 
-    @staticmethod
-    def _let_go(braked: list[_Braked]) -> None:
-        # Every description stops signalling before any is closed: closing
-        # one signals the clients of the others.
-        for one in braked:
+    def _let_go(self, clients: list[Client]) -> None:
+        # Every description stops signalling before any is closed.
+        for client in clients:
             with contextlib.suppress(OSError):
-                flags = fcntl.fcntl(one.fd, fcntl.F_GETFL)
-                fcntl.fcntl(one.fd, fcntl.F_SETFL, flags & ~os.O_ASYNC)
-        for one in braked:
-            # A continue also cancels a stop not yet taken effect.
-            _continue(one)
-            os.close(one.fd)
-            os.close(one.pidfd)
-
-
-def _continue(braked: _Braked) -> None:
-    with contextlib.suppress(OSError):
-        signal.pidfd_send_signal(braked.pidfd, signal.SIGCONT)
+                client.signal_writes(False)
+        for client in clients:
+            if self.engaged:
+                client.resume()
+            client.close()

@@ -332,6 +332,8 @@ async def run_build(
                 pass_fds = wrapper.pool.pass_fds if wrapper.pool else ()
                 child = await spawn(wrapper.argv, env, pass_fds, nice)
                 relay.attach(child.pid)
+                if wrapper.pool is not None:
+                    wrapper.pool.watch(child.pid, control.clients)
                 with autogroup_niced(child.pid, nice or 0) as failed:
                     if failed:
                         print(f"bcrun: warning: {failed}", file=sys.stderr)

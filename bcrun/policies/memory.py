@@ -25,7 +25,7 @@ from bcrun.units import Size, format_size
 DEFAULT_RESERVE = Size(percent=10)
 DEFAULT_RESERVE_MAX = 4 << 30
 
-#: What one job is assumed to take before any job of the build was seen.
+#: What one job is assumed to take before any job of the build finished.
 UNSEEN_JOB_BYTES = 512 << 20
 
 #: Memory PSI (share of time some task stalled on memory) that holds the
@@ -41,8 +41,11 @@ def reserve_bytes(metrics: Metrics, settings: Settings) -> int:
 
 
 def job_bytes(metrics: Metrics) -> int:
-    """What one job of this build takes at its largest."""
-    return metrics.job_rss_peak_bytes or UNSEEN_JOB_BYTES
+    """What one job of this build takes at its largest: the most a finished
+    job took (UNSEEN_JOB_BYTES until one finished), or more if a running
+    one already takes more."""
+    running = max((job.rss_bytes for job in metrics.jobs), default=0)
+    return max(metrics.job_rss_peak_bytes or UNSEEN_JOB_BYTES, running)
 
 
 def memory(metrics: Metrics, previous: int, settings: Settings) -> Decision:
