@@ -5,8 +5,13 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import subprocess
+import sys
 import termios
+import threading
+import time
 
+import psutil
 import pytest
 
 from bcrun.jobserver import JobserverPool
@@ -56,3 +61,78 @@ def test_a_token_held_by_a_client_is_taken_when_returned(tmp_path):
         os.write(pool.write_fd, token)  # the client gives it back
         wait_until(lambda: pool.tokens == 0, timeout=2, what="the returned one")
         assert available(pool) == 0
+
+
+#: A fifo client as quick as ninja: it gives each token back and at once tries
+#: to take one, then says how many it took again.
+QUICK_CLIENT = """
+import os, sys, time
+path = sys.argv[1]
+r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+w = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+held = 0
+while held < 3:
+    try:
+        held += len(os.read(r, 3 - held))
+    except BlockingIOError:
+        time.sleep(0.001)
+print("held", flush=True)
+sys.stdin.readline()
+retaken = 0
+for _ in range(12):
+    if not held:
+        break
+    time.sleep(0.02)  # a job runs
+    os.write(w, b"+")
+    try:
+        os.read(r, 1)
+        retaken += 1
+    except BlockingIOError:
+        held -= 1
+print(retaken, held, flush=True)
+sys.stdin.readline()
+"""
+
+
+def stopped(pid: int) -> bool:
+    return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+
+
+def test_a_fifo_client_that_retakes_its_token_at_once_is_beaten(tmp_path):
+    fds = set(os.listdir("/proc/self/fd"))
+    with (
+        JobserverPool("fifo", tmp_path) as pool,
+        subprocess.Popen(
+            [sys.executable, "-c", QUICK_CLIENT, str(tmp_path / "jobserver")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as client,
+    ):
+        assert client.stdin is not None and client.stdout is not None
+        try:
+            pool.resize(4)
+            assert client.stdout.readline() == "held\n"
+            pool.watch(client.pid, frozenset({psutil.Process(client.pid).name()}))
+            pool.resize(1)
+            # Only the fifo's last reader or writer closing would stop it.
+            os.close(os.open(pool.path, os.O_RDONLY | os.O_NONBLOCK))
+            time.sleep(0.05)
+            assert not stopped(client.pid)
+            client.stdin.write("go\n")
+            client.stdin.flush()
+            assert client.stdout.readline() == "0 0\n"  # none taken again
+            assert pool.tokens == 0
+            # Growing again lets the fifo be: writing into it stops no one.
+            pool.resize(3)
+            assert pool.tokens == 2
+            for _ in range(20):
+                assert not stopped(client.pid)
+                time.sleep(0.005)
+            client.stdin.write("end\n")
+            client.stdin.flush()
+            assert client.wait(5) == 0
+        finally:
+            client.kill()
+    assert not [t for t in threading.enumerate() if t.name == "jobserver-taker"]
+    assert set(os.listdir("/proc/self/fd")) == fds
