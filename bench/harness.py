@@ -1,0 +1,295 @@
+"""What bench/adaptive.py and bench/memory.py share: children that are
+always ended, a sampler thread, a reader of /proc, C helpers compiled once,
+and markdown tables.
+
+Every child leads a process group of its own (or, with *sessions*, a
+session of its own), so that the terminal's Ctrl-C reaches only the
+benchmark, which then ends each child's whole process group (the build and
+its jobs with it) before it exits; SIGTERM and SIGHUP do the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Children:
+    """Processes started for a benchmark, each the leader of its own
+    process group; :meth:`end_all` kills every group still alive.
+
+    With *sessions*, each leads a session too, and so (where the kernel has
+    sched_autogroup_enabled) a scheduling group of its own, as programs
+    started from different terminals do: the scheduler then shares the CPUs
+    between the groups first, and nice acts only inside each one.
+    """
+
+    def __init__(self, sessions: bool = False) -> None:
+        self.procs: list[subprocess.Popen[Any]] = []
+        self.sessions = sessions
+
+    def start(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        if self.sessions:
+            kwargs.setdefault("start_new_session", True)
+        else:
+            kwargs.setdefault("process_group", 0)
+        proc: subprocess.Popen[Any] = subprocess.Popen(list(argv), **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def end(self, proc: subprocess.Popen[Any]) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def end_all(self) -> None:
+        for proc in list(self.procs):
+            self.end(proc)
+
+
+@contextlib.contextmanager
+def exits_cleanly(sessions: bool = False) -> Iterator[Children]:
+    """Children that are ended however the block is left: an exception,
+    Ctrl-C, or SIGTERM/SIGHUP (made into SystemExit here)."""
+
+    def leave(signum: int, _frame: FrameType | None) -> None:
+        say(f"{signal.Signals(signum).name}: ending every process, removing files")
+        raise SystemExit(128 + signum)
+
+    previous = {
+        sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
+    children = Children(sessions)
+    try:
+        yield children
+    finally:
+        # A second signal must not cut the cleaning short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        children.end_all()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class Sampler(threading.Thread):
+    """Calls *probe* every *period* seconds in a thread and keeps
+    ``(time.time(), value)`` pairs until :meth:`stop`."""
+
+    def __init__(self, probe: Callable[[], Any], period: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.probe = probe
+        self.period = period
+        self.samples: list[tuple[float, Any]] = []
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stopped.is_set():
+            self.samples.append((time.time(), self.probe()))
+            next_at += self.period
+            self._stopped.wait(max(next_at - time.monotonic(), 0))
+
+    def stop(self) -> list[tuple[float, Any]]:
+        self._stopped.set()
+        self.join()
+        return self.samples
+
+    def __enter__(self) -> Sampler:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+# -- /proc ---------------------------------------------------------------------
+
+
+def read_text(path: str | Path) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def comm_and_ppid(pid: int | str) -> tuple[str, int] | None:
+    """A process's name and parent, from /proc/PID/stat; None if gone."""
+    text = read_text(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    name = text[text.find("(") + 1 : text.rfind(")")]
+    return name, int(text[text.rfind(")") + 2 :].split()[1])
+
+
+def count_below(root: int, name: str) -> int:
+    """Processes called *name* that descend from *root* (read here, not
+    through bcrun, so that the benchmark does not trust what it measures)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            found = comm_and_ppid(entry)
+            if found is not None:
+                table[int(entry)] = found
+    count = 0
+    for pid, (comm, _) in table.items():
+        if comm != name:
+            continue
+        seen = 0
+        while pid in table and seen < 64:
+            if pid == root:
+                count += 1
+                break
+            pid, seen = table[pid][1], seen + 1
+    return count
+
+
+def cpu_busy_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (/proc/stat)."""
+    fields = (read_text("/proc/stat") or "cpu 0").splitlines()[0].split()[1:]
+    # user nice system idle iowait irq softirq steal: all but idle and iowait.
+    busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def running_tasks() -> int:
+    """Runnable tasks now, the reader excluded: /proc/loadavg's fourth
+    field counts the task that reads it."""
+    text = read_text("/proc/loadavg") or "0 0 0 1/1"
+    return max(int(text.split()[3].split("/")[0]) - 1, 0)
+
+
+def wait_with_cpu(proc: subprocess.Popen[Any]) -> float:
+    """Wait for *proc*; return the CPU seconds it and the children it
+    waited for used (os.wait4's rusage)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def version() -> str:
+    """The bcrun measured: the commit, and whether bcrun/ has changes."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "bcrun"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"bcrun at {head or 'unknown commit'}" + (
+        " with uncommitted changes in bcrun/" if dirty else ""
+    )
+
+
+def trace_ticks(path: Path, *keys: str) -> list[tuple[float, ...]]:
+    """The values of *keys* in each tick of a bcrun --trace file, as floats;
+    ticks without them are passed over."""
+    ticks = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            tick = json.loads(line)
+            ticks.append(tuple(float(tick[key]) for key in keys))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return ticks
+
+
+def keep(trace: Path, log: Path, where: Path) -> None:
+    """Copy a run's trace to *where* and its bcrun -v output beside it."""
+    where.write_text(trace.read_text() if trace.exists() else "")
+    where.with_suffix(".log").write_text(log.read_text() if log.exists() else "")
+
+
+def arguments(doc: str | None, trace_name: str) -> argparse.ArgumentParser:
+    """A parser whose help is *doc*, with --runs and --keep-trace."""
+    summary, _, rest = (doc or "").partition("\n\n")
+    parser = argparse.ArgumentParser(
+        description=" ".join(summary.split()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=rest,
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs (default 3)")
+    parser.add_argument(
+        "--keep-trace",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / trace_name,
+        metavar="PATH",
+        help="where a bcrun trace of the last run is kept, its -v output "
+        "beside it as .log (default %(default)s)",
+    )
+    return parser
+
+
+# -- helpers and output ----------------------------------------------------------
+
+
+def compile_c(source: str, output: Path, *flags: str) -> Path:
+    """Compile a one-file C program (once per run of a benchmark)."""
+    c_file = output.with_suffix(".c")
+    c_file.write_text(source)
+    subprocess.run(
+        ["gcc", "-O2", "-o", str(output), str(c_file), *flags],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return output
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The *share* (0-1) percentile, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(int(share * len(ordered)), len(ordered) - 1)]
+
+
+def median_of(values: Sequence[float | None]) -> float | None:
+    """The median of the values that exist; None if none does."""
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
+def fmt(value: float | None, unit: str = "", digits: int = 1, none: str = "-") -> str:
+    return none if value is None else f"{value:.{digits}f}{unit}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "| " + " | ".join("---" for _ in headers) + " |",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run(main: Callable[[], int]) -> None:
+    """Exit with *main*'s status; Ctrl-C (once *main* has cleaned up, which
+    :func:`exits_cleanly` does) with 130 and one line, no traceback."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        say("interrupted: every process ended, temporary files removed")
+        sys.exit(130)
+
+
+def say(*words: object) -> None:
+    """Progress, on stderr: the tables alone go to standard output."""
+    print(*words, file=sys.stderr, flush=True)
