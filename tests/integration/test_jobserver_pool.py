@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import struct
 import subprocess
 import sys
 import termios
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -136,3 +138,57 @@ def test_a_fifo_client_that_retakes_its_token_at_once_is_beaten(tmp_path):
             client.kill()
     assert not [t for t in threading.enumerate() if t.name == "jobserver-taker"]
     assert set(os.listdir("/proc/self/fd")) == fds
+
+
+def state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("how", ["closed", "killed"])
+def test_the_guardian_continues_braked_clients_when_bcrun_is_gone(how):
+    """A client stopped at the moment bcrun ends, even by SIGKILL, is
+    continued: the build never hangs on a stopped ninja."""
+    client = subprocess.Popen(["sleep", "30"])
+    owner_code = (
+        "import sys, time\n"
+        "from bcrun.reclaim import Guardian\n"
+        "g = Guardian()\n"
+        f"g.protect({client.pid})\n"
+        "print('ready', flush=True)\n"
+        "if sys.argv[1] == 'closed':\n"
+        "    g.close()\n"
+        "time.sleep(30)\n"
+    )
+    try:
+        os.kill(client.pid, signal.SIGSTOP)
+        wait_until(lambda: state(client.pid) == "T", timeout=2, what="stopped")
+        owner = subprocess.Popen(
+            [sys.executable, "-c", owner_code, how],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert owner.stdout is not None
+        assert owner.stdout.readline() == "ready\n"
+        if how == "killed":
+            owner.kill()
+        wait_until(lambda: state(client.pid) != "T", timeout=5, what="continued")
+        owner.kill()
+        owner.wait()
+        # The guardian is gone too: nothing of bcrun's is left running.
+        wait_until(
+            lambda: (
+                not [
+                    p
+                    for p in psutil.process_iter(["cmdline"])
+                    if "GUARDIAN" in " ".join(p.info["cmdline"] or [])
+                    or "SIGCONT" in " ".join(p.info["cmdline"] or [])
+                ]
+            ),
+            timeout=5,
+            what="the guardian to end",
+        )
+    finally:
+        client.kill()
+        client.wait()
