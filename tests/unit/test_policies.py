@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
@@ -321,3 +323,34 @@ def test_min_and_max_jobs_bound_every_policy():
     settings = Settings(jobs=8, min_jobs=2, max_jobs=6)
     assert run_series("adaptive", [load(20.0)] * 3, settings)[-1] == 2
     assert run_series("adaptive", loads(*[0.0] * 6), settings)[-1] == 6
+
+
+RECORDED = Path(__file__).parent / "data" / "adaptive-burners.jsonl"
+
+
+def test_adaptive_replays_a_recorded_build_under_a_competing_load():
+    """A trace bcrun recorded (bench/adaptive.py, 2 CPUs): two CPU burners
+    ran from about 4 s to 20 s.  Replayed through the policy, it gives the
+    counts bcrun sent, drops within 2 s of the load and comes back after it."""
+    ticks = [json.loads(line) for line in RECORDED.read_text().splitlines()]
+    series = [
+        Metrics(
+            cpus=2,
+            external_load=t["external_load"],
+            external_load_peak=t["external_load_peak"],
+        )
+        for t in ticks
+    ]
+    counts = run_series("adaptive", series, Settings(jobs=2))
+    assert counts == [t["jobs"] for t in ticks]
+    loaded = next(t["elapsed_s"] for t in ticks if t["external_load"] > 0.5)
+    dropped = next(t["elapsed_s"] for t, c in zip(ticks, counts, strict=True) if c == 1)
+    assert dropped - loaded < 2.0
+    calm = max(t["elapsed_s"] for t in ticks if t["external_load"] > 1.0)
+    assert counts[-1] == 2
+    back = next(
+        t["elapsed_s"]
+        for t, c in zip(ticks, counts, strict=True)
+        if t["elapsed_s"] > calm and c == 2
+    )
+    assert back - calm < PEAK_WINDOW_S + 2
