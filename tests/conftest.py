@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,3 +18,16 @@ def bcrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bcrun]:
     monkeypatch.setenv("TMPDIR", runner.env["TMPDIR"])
     yield runner
     runner.cleanup()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run with the default dispositions of the signals the build gets.
+
+    A suite started in the background (``nohup``, ``&`` in a script)
+    inherits SIGINT, SIGQUIT and SIGHUP ignored, and so would every bcrun
+    it starts: bcrun rightly keeps them ignored for the build, and the tests
+    of signal passing would test that instead.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
