@@ -3,8 +3,8 @@
 One more job may start when the memory available, less what the running
 jobs will still take as they grow to the size jobs of this build have been
 seen to reach, leaves the reserve free for one more such job.  Memory
-pressure (PSI) holds the count before the reserve is reached, once less
-than twice the reserve is left.
+pressure (PSI; swapping, on a kernel without PSI) holds the count before the
+reserve is reached, once less than twice the reserve is left.
 With ``--freeze``, :func:`freeze_step` goes further when memory is
 critically short: it stops the youngest job, and continues stopped jobs
 once memory has recovered.
@@ -32,6 +32,11 @@ UNSEEN_JOB_BYTES = 512 << 20
 #: count, and that takes one job off it.
 PRESSURE_HOLD = 0.05
 PRESSURE_SHED = 0.20
+
+#: The same from swapping (pages in and out a second), without PSI.
+SWAP_HOLD = 256
+SWAP_SHED = 2560
+PAGE = 4096
 
 
 def reserve_bytes(metrics: Metrics, settings: Settings) -> int:
@@ -64,11 +69,12 @@ def memory(metrics: Metrics, previous: int, settings: Settings) -> Decision:
         )
     # The kernel's pressure is system-wide: a thrashing cgroup elsewhere
     # raises it too.  It is an early sign only when memory is getting short.
-    pressure = (metrics.psi_memory_some or 0.0) if room < reserve else 0.0
-    if pressure >= PRESSURE_SHED:
-        return Decision(max(running - 1, 1), f"memory pressure {pressure:.0%} (PSI)")
-    if pressure >= PRESSURE_HOLD:
-        return Decision(max(running, 1), f"memory pressure {pressure:.0%} (PSI)")
+    if room < reserve:
+        level, why = pressure(metrics)
+        if level >= 2:
+            return Decision(max(running - 1, 1), why)
+        if level == 1:
+            return Decision(max(running, 1), why)
     fit = max(math.floor(room / per_job), 0)
     count = min(running + fit, settings.jobs)
     return Decision(
@@ -76,6 +82,18 @@ def memory(metrics: Metrics, previous: int, settings: Settings) -> Decision:
         f"{said}, {format_size(reserve)} reserve, "
         f"{format_size(per_job)} a job: {fit} more fit",
     )
+
+
+def pressure(metrics: Metrics) -> tuple[int, str]:
+    """How hard memory is pressed: 0 not, 1 hold the count, 2 take a job
+    off; from PSI, or from swapping on a kernel without PSI."""
+    if metrics.psi_memory_some is not None:
+        share = metrics.psi_memory_some
+        level = 2 if share >= PRESSURE_SHED else 1 if share >= PRESSURE_HOLD else 0
+        return level, f"memory pressure {share:.0%} (PSI)"
+    swapped = metrics.swap_pages_s or 0.0
+    level = 2 if swapped >= SWAP_SHED else 1 if swapped >= SWAP_HOLD else 0
+    return level, f"memory: swapping {format_size(int(swapped * PAGE))}/s"
 
 
 class FreezeStep(NamedTuple):

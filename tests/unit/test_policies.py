@@ -179,6 +179,17 @@ def test_memory_pressure_holds_then_sheds_before_the_reserve_is_reached():
     assert "PSI" in shed.reason
 
 
+def test_without_psi_swapping_holds_the_count_near_the_reserve():
+    settings = Settings(jobs=8, mem_reserve=parse_size("1G"))
+    running = tuple(job(i, 256 * MIB) for i in range(3))
+    near = int(1.8 * GIB)
+    calm = memory(mem(near, running, 256 * MIB, swap_pages_s=10.0), 3, settings)
+    held = memory(mem(near, running, 256 * MIB, swap_pages_s=500.0), 3, settings)
+    shed = memory(mem(near, running, 256 * MIB, swap_pages_s=5000.0), 3, settings)
+    assert (calm.jobs, held.jobs, shed.jobs) == (6, 3, 2)
+    assert "swapping" in shed.reason
+
+
 def test_memory_pressure_elsewhere_does_not_hold_a_build_with_room():
     # PSI is system-wide: a thrashing cgroup elsewhere raises it too.
     settings = Settings(jobs=8, mem_reserve=parse_size("1G"))
