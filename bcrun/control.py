@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from typing import Any
 
 from bcrun.errors import ControlError, ProtocolError
@@ -50,7 +51,7 @@ def send_command(instance: Instance, command: str) -> list[str]:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(TIMEOUT_S)
-            sock.connect(os.fspath(instance.socket))
+            _connect(sock, os.fspath(instance.socket))
             sock.sendall(
                 format_line(str(instance.control_token)) + format_line(command)
             )
@@ -66,6 +67,20 @@ def send_command(instance: Instance, command: str) -> list[str]:
                     output.append(line)
     except (OSError, ProtocolError) as err:
         raise ControlError(f"cannot reach {describe(instance)}: {err}") from err
+
+
+def _connect(sock: socket.socket, path: str) -> None:
+    """Connect, waiting while the listen queue is full: a unix socket says
+    EAGAIN at once then (a flood of connections), where TCP would wait."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError("its socket's queue stayed full") from None
+            time.sleep(0.01)
 
 
 def query_status(instance: Instance) -> dict[str, Any]:

@@ -45,8 +45,12 @@ class Limits:
 
     line_max: int = LINE_MAX
     token_timeout_s: float = 5.0
-    #: Connections that have not yet sent a token; past this, the oldest is cut.
+    #: Connections that have not yet sent a token; past this, the oldest is
+    #: cut once the connections that came with it have been read (trim_delay_s)
+    #: or at once past pending_hard_max.
     max_pending: int = 256
+    trim_delay_s: float = 0.05
+    pending_hard_max: int = 1024
     #: Unread output we keep for a peer before we drop it.
     write_buffer_max: int = 64 * 1024
     backlog: int = 1024
@@ -104,6 +108,7 @@ class Hub:
         self._handlers: set[asyncio.Task[None]] = set()
         # Insertion-ordered, so the oldest pending connection is first.
         self._pending: dict[asyncio.Task[None], None] = {}
+        self._trimming = False
 
     # -- life cycle --------------------------------------------------------
 
@@ -210,7 +215,22 @@ class Hub:
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
         self._pending[task] = None
-        if len(self._pending) > self.limits.max_pending:
+        # Connections accepted together have not been read yet: cutting one
+        # now could cut a build client whose token is waiting.  Read them
+        # first, then cut what still waits past the limit.
+        if len(self._pending) > self.limits.pending_hard_max:
+            self._cut_oldest(self.limits.pending_hard_max)
+        elif len(self._pending) > self.limits.max_pending and not self._trimming:
+            self._trimming = True
+            asyncio.get_running_loop().call_later(self.limits.trim_delay_s, self._trim)
+
+    def _trim(self) -> None:
+        self._trimming = False
+        self._cut_oldest(self.limits.max_pending)
+
+    def _cut_oldest(self, keep: int) -> None:
+        """Cut the oldest connections waiting for their token, down to *keep*."""
+        while len(self._pending) > keep:
             oldest = next(iter(self._pending))
             del self._pending[oldest]
             oldest.cancel()
