@@ -36,26 +36,36 @@ class LineDecoder:
     between two reads is one ending, not an empty line.  Empty lines are
     dropped.  A line longer than *limit* bytes raises :class:`ProtocolError`
     as soon as it is known to be too long, so a peer cannot make us buffer
-    more than *limit* bytes.
+    more than *limit* bytes.  Lines completed before the long one, in the
+    same read, are returned first; the error comes with the next feed.
     """
 
     def __init__(self, limit: int = LINE_MAX) -> None:
         self.limit = limit
         self._pending = bytearray()
         self._after_cr = False
+        self._error: ProtocolError | None = None
 
     def feed(self, data: bytes) -> list[str]:
+        if self._error is not None:
+            raise self._error
         if self._after_cr and data.startswith(b"\n"):
             data = data[1:]
         self._after_cr = data.endswith(b"\r")
         *complete, rest = _LINE_END.split(data)
-        lines = []
-        for part in complete:
-            self._append(part)
-            if self._pending:
-                lines.append(self._pending.decode("latin-1"))
-                self._pending.clear()
-        self._append(rest)
+        lines: list[str] = []
+        try:
+            for part in complete:
+                self._append(part)
+                if self._pending:
+                    lines.append(self._pending.decode("latin-1"))
+                    self._pending.clear()
+            self._append(rest)
+        except ProtocolError as err:
+            if not lines:
+                raise
+            self._error = err
+            self._pending.clear()
         return lines
 
     def _append(self, data: bytes) -> None:

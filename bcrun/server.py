@@ -164,7 +164,11 @@ class Hub:
             sock.close()
             raise BcrunError(f"cannot listen on {path}: {err.strerror}") from err
         self._unix_paths.append((path, os.lstat(path).st_ino))
-        self._servers.append(await asyncio.start_unix_server(self._accept, sock=sock))
+        self._servers.append(
+            await asyncio.start_unix_server(
+                self._accept, sock=sock, backlog=self.limits.backlog
+            )
+        )
         return os.fspath(path)
 
     async def listen_inet(self, address: InetAddress) -> list[str]:
@@ -202,7 +206,11 @@ class Hub:
             name = sock.getsockname()
             port = name[1]
             bound.append(str(InetAddress(name[0], str(port))))
-            self._servers.append(await asyncio.start_server(self._accept, sock=sock))
+            self._servers.append(
+                await asyncio.start_server(
+                    self._accept, sock=sock, backlog=self.limits.backlog
+                )
+            )
         return bound
 
     # -- connections -------------------------------------------------------

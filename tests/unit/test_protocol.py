@@ -167,3 +167,10 @@ def test_bad_addresses(value):
 def test_address_round_trip():
     for value in ["/a/b", "h:1", "[::1]:2", ":3"]:
         assert str(parse_address(value)) == value
+
+
+def test_lines_before_an_overlong_one_are_kept_and_the_error_follows():
+    decoder = LineDecoder(limit=10)
+    assert decoder.feed(b"quit\r\n" + b"x" * 30) == ["quit"]
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"\r\n")
