@@ -61,15 +61,34 @@ def candidate_parents() -> list[Path]:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
         parents.append(Path(xdg) / "bcrun")
-    parents.append(Path(tempfile.gettempdir()) / f"bcrun-{uid}")
+    parents.append(Path(_temporary_directory()) / f"bcrun-{uid}")
     parents.append(Path("/tmp") / f"bcrun-{uid}")
     return list(dict.fromkeys(parents))
 
 
+def _temporary_directory() -> str:
+    """$TMPDIR (or $TEMP, $TMP), as tempfile finds it.  tempfile raises when
+    it can create a file in none (a full or read-only disk, no descriptor
+    left): the first one named is then a candidate all the same, found
+    unusable in its turn."""
+    try:
+        return tempfile.gettempdir()
+    except OSError:
+        for name in ("TMPDIR", "TEMP", "TMP"):
+            value = os.environ.get(name)
+            if value and os.path.isabs(value):
+                return value
+        return "/tmp"
+
+
 def ensure_private_dir(path: Path) -> None:
     """Create *path* mode 0700 or check that the existing one is ours alone."""
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise RuntimeDirError(f"{path}: {err.strerror}") from err
     try:
         st = os.lstat(path)
     except OSError as err:
@@ -86,9 +105,9 @@ def ensure_private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
-def usable_parent() -> tuple[Path, list[str]]:
-    """The first candidate parent that is safe to use, and why any before it
-    was passed over."""
+def usable_parents() -> Iterator[tuple[Path, list[str]]]:
+    """Each candidate parent that is safe to use, best first, with why any
+    before it was passed over (so far)."""
     errors: list[str] = []
     for parent in candidate_parents():
         # A socket path longer than sun_path would be cut: pick a shorter parent.
@@ -101,8 +120,15 @@ def usable_parent() -> tuple[Path, list[str]]:
         except (RuntimeDirError, OSError) as err:
             errors.append(str(err))
             continue
-        return parent, errors
+        yield parent, errors
     raise RuntimeDirError("no usable runtime directory: " + "; ".join(errors))
+
+
+def usable_parent() -> tuple[Path, list[str]]:
+    """The first candidate parent that is safe to use, and why any before it
+    was passed over."""
+    parent, errors = next(usable_parents())
+    return parent, list(errors)
 
 
 class InstanceDir:
@@ -121,7 +147,23 @@ class InstanceDir:
         return self.path / SOCKET_NAME
 
     def __enter__(self) -> InstanceDir:
-        parent, self.passed_over = usable_parent()
+        # A parent that is safe but where the directory cannot be made (a
+        # full disk, no inode left) is passed over like an unsafe one.
+        parents = usable_parents()
+        while True:
+            parent, passed_over = next(parents)
+            try:
+                self._create(parent)
+            except OSError as err:
+                where = err.filename or parent
+                passed_over.append(
+                    f"{where}: cannot create a runtime directory: {err.strerror or err}"
+                )
+                continue
+            self.passed_over = list(passed_over)
+            return self
+
+    def _create(self, parent: Path) -> None:
         remove_stale(parent)
         work = None
         try:
@@ -142,19 +184,25 @@ class InstanceDir:
             # has the name: never touch that one.
             os.rename(work, parent / str(os.getpid()))
             self.path = parent / str(os.getpid())
-        except OSError as err:
-            if work is not None:
-                shutil.rmtree(work, ignore_errors=True)
+        except OSError:
             self.__exit__()
-            raise RuntimeDirError(f"cannot create a runtime directory: {err}") from err
-        return self
+            if work is not None:
+                # By name: with no descriptor left, rmtree cannot open it.
+                for name in (LOCK_NAME, RECORD_NAME):
+                    with contextlib.suppress(OSError):
+                        os.unlink(work / name)
+                with contextlib.suppress(OSError):
+                    os.rmdir(work)
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.path != Path():
-            shutil.rmtree(self.path, ignore_errors=True)
+        # The lock first: removing a tree takes descriptors, and this may be
+        # the one that lets it, at a low RLIMIT_NOFILE.
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+        if self.path != Path():
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _owner_alive(directory: Path) -> bool:

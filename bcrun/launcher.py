@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -82,7 +84,7 @@ async def spawn(
         return await asyncio.create_subprocess_exec(
             *argv,
             env=dict(env),
-            pass_fds=pass_fds,
+            pass_fds=tuple(dict.fromkeys((*pass_fds, *_jobserver_fds(env)))),
             preexec_fn=None if nice is None else partial(set_own_nice, nice),
         )
     except subprocess.SubprocessError as err:
@@ -93,7 +95,28 @@ async def spawn(
             raise LaunchError(f"{argv[0]}: No such file or directory", 127) from err
         raise LaunchError(f"{argv[0]}: command not found", 127) from err
     except OSError as err:
+        if err.errno in (errno.EMFILE, errno.ENFILE):
+            # bcrun's own lack (its pipes to the child), not the command's.
+            raise LaunchError(f"cannot start {argv[0]}: {err.strerror}", 125) from err
         raise LaunchError(f"{argv[0]}: {err.strerror or err}", 126) from err
+
+
+def _jobserver_fds(env: Mapping[str, str]) -> tuple[int, ...]:
+    """The pipe of the jobserver MAKEFLAGS names, when bcrun has it open:
+    an enclosing make's (``+bcrun make`` in a Makefile), which the build must
+    inherit to obey it, as bcrun leaves it alone (bcrun.detect)."""
+    found = re.findall(
+        r"--jobserver-(?:auth|fds)=(\d+),(\d+)", env.get("MAKEFLAGS", "")
+    )
+    if not found:
+        return ()
+    fds = tuple(int(fd) for fd in found[-1])
+    for fd in fds:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return ()
+    return fds
 
 
 def _from_terminal() -> bool:
