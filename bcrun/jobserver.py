@@ -39,6 +39,7 @@ import threading
 from pathlib import Path
 from typing import Literal
 
+from bcrun.guardian import Guardian
 from bcrun.reclaim import ClientBrake
 
 Style = Literal["fifo", "pipe"]
@@ -67,7 +68,6 @@ class JobserverPool:
         self._closing = False
         self._suspected = 0
         self.read_fd = self.write_fd = self._drain_fd = self._wake_fd = -1
-        self._brake = ClientBrake(self.path)
         if style == "fifo":
             os.mkfifo(self.path, 0o600)
             # Kept open read-write for the build's life: make 4.4.1 opening a
@@ -78,6 +78,7 @@ class JobserverPool:
             )
             # Wakes the taker's poll() on close().
             self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._guardian = Guardian()
         else:
             # Two pipes: clients take tokens from the first and give them back
             # into the second, which only bcrun reads.  A returned token
@@ -94,6 +95,10 @@ class JobserverPool:
                 f"/proc/self/fd/{self.read_fd}",
                 os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC,
             )
+            # Should bcrun be killed, tokens given back must still reach the
+            # build, or its next one dies of SIGPIPE.
+            self._guardian = Guardian(forward=(self._taker_fd, self._pool_fd))
+        self._brake = ClientBrake(self.path, self._guardian)
         self._taker = threading.Thread(
             target=self._reclaim if style == "fifo" else self._route,
             name="jobserver-taker",
@@ -259,6 +264,7 @@ class JobserverPool:
         with self._lock:
             self._closing = True
             self._brake.close()
+            self._guardian.close()
             self._lock.notify_all()
         # Wake the taker: a read() parked on an empty pipe, or the fifo's
         # poll(); the build is over.

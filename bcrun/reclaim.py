@@ -16,7 +16,7 @@ clients (SIGCONT).
 Closing a description of the fifo signals too, but only the last reader's or
 writer's, which bcrun's own read-write description prevents.  Should bcrun
 be killed in the moment a client is stopped, a guardian process it started
-(:class:`Guardian`) continues the clients when it sees bcrun gone.  A client
+(bcrun.guardian) continues the clients when it sees bcrun gone.  A client
 stopped by hand while tokens are owed is continued as well.  Not
 thread-safe: the pool calls this under its lock, and no signal is sent and
 nothing runs while no token is owed.
@@ -29,13 +29,13 @@ import fcntl
 import os
 import select
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from bcrun.guardian import Guardian
 
 #: Seconds between two looks for the build's clients while tokens are owed.
 SCAN_S = 1.0
@@ -77,71 +77,18 @@ class Client:
         os.close(self.pidfd)
 
 
-#: The guardian: continues every client it was told of once bcrun is gone,
-#: however it went (its stdin reaches end of file).  Signals that end a
-#: build are ignored: it ends when bcrun does.
-GUARDIAN = """
-import os, signal, sys
-for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM):
-    signal.signal(s, signal.SIG_IGN)
-pids = {int(line) for line in sys.stdin}
-for pid in pids:
-    try:
-        os.kill(pid, signal.SIGCONT)
-    except OSError:
-        pass
-"""
-
-
-class Guardian:
-    """A small process that continues the braked clients if bcrun is killed
-    (SIGKILL) while one of them is stopped, so that the build goes on.
-
-    Started with the first braked client; told each client's pid; ends when
-    bcrun closes it or dies.
-    """
-
-    def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def protect(self, pid: int) -> None:
-        try:
-            if self._process is None:
-                self._process = subprocess.Popen(
-                    [sys.executable, "-I", "-c", GUARDIAN],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    close_fds=True,
-                )
-            assert self._process.stdin is not None
-            self._process.stdin.write(f"{pid}\n".encode())
-            self._process.stdin.flush()
-        except OSError:
-            pass  # no guardian: bcrun's own clean-up still continues clients
-
-    def close(self) -> None:
-        if self._process is None:
-            return
-        with contextlib.suppress(OSError):
-            assert self._process.stdin is not None
-            self._process.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._process.wait(timeout=2)
-        self._process = None
-
-
 class ClientBrake:
     """Stops the build's jobserver clients at every write into the fifo,
     while engaged."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, guardian: Guardian) -> None:
         self.path = path
         self.engaged = False
         self._root: int | None = None
         self._names: frozenset[str] = frozenset()
         self._clients: dict[int, Client] = {}
         self._scanned = float("-inf")
-        self._guardian = Guardian()
+        self._guardian = guardian
 
     def watch(self, root: int, clients: frozenset[str]) -> None:
         """Brake the processes named in *clients* under *root*, and *root*
@@ -225,7 +172,6 @@ class ClientBrake:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             client.close()
-        self._guardian.close()
 
     def _set(self, clients: list[Client]) -> None:
         for client in clients:

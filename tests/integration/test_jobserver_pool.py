@@ -146,13 +146,14 @@ def state(pid: int) -> str:
 
 
 @pytest.mark.parametrize("how", ["closed", "killed"])
-def test_the_guardian_continues_braked_clients_when_bcrun_is_gone(how):
-    """A client stopped at the moment bcrun ends, even by SIGKILL, is
-    continued: the build never hangs on a stopped ninja."""
+def test_the_guardian_continues_braked_clients_when_bcrun_is_killed(how):
+    """A client stopped at the moment bcrun is killed is continued: the
+    build never hangs on a stopped ninja.  On a clean end bcrun continues
+    its clients itself, and the guardian just ends."""
     client = subprocess.Popen(["sleep", "30"])
     owner_code = (
         "import sys, time\n"
-        "from bcrun.reclaim import Guardian\n"
+        "from bcrun.guardian import Guardian\n"
         "g = Guardian()\n"
         f"g.protect({client.pid})\n"
         "print('ready', flush=True)\n"
@@ -173,7 +174,7 @@ def test_the_guardian_continues_braked_clients_when_bcrun_is_gone(how):
         assert owner.stdout.readline() == "ready\n"
         if how == "killed":
             owner.kill()
-        wait_until(lambda: state(client.pid) != "T", timeout=5, what="continued")
+            wait_until(lambda: state(client.pid) != "T", timeout=5, what="continued")
         owner.kill()
         owner.wait()
         # The guardian is gone too: nothing of bcrun's is left running.
@@ -189,6 +190,8 @@ def test_the_guardian_continues_braked_clients_when_bcrun_is_gone(how):
             timeout=5,
             what="the guardian to end",
         )
+        if how == "closed":
+            assert state(client.pid) == "T", "a clean end leaves it to bcrun"
     finally:
         client.kill()
         client.wait()

@@ -119,21 +119,12 @@ def test_bcrun_killed_under_a_patched_tool(bcrun: Bcrun, tool: Tool, tmp_path: P
     _kill_bcrun_mid_build(bcrun, tool, tmp_path)
 
 
-#: Known bug: in the two-pipe pool (GNU make, Kitware's ninja) the build
-#: gives tokens back into a pipe only bcrun reads; with bcrun killed, the
-#: next give-back gets EPIPE: make 4.4.1 stops ("write jobserver: Broken
-#: pipe", status 2), make 4.3 and ninja die of SIGPIPE.
-PIPE_POOL_BUG = "two-pipe jobserver: the build dies of EPIPE once bcrun is killed"
-
-
 def test_bcrun_killed_under_a_stock_tool(  # jobserver mode
     bcrun: Bcrun,
     stock: Tool,  # noqa: F811
     tmp_path: Path,
-    request: pytest.FixtureRequest,
 ):
-    if request.node.callspec.params["stock"] != "ninja-1.13.2":  # not a fifo
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PIPE_POOL_BUG))
+    # With pipes, the guardian passes tokens given back on to the build.
     _kill_bcrun_mid_build(bcrun, stock, tmp_path)
 
 
