@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import json
 import os
+import selectors
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -343,9 +345,22 @@ def run(
             idle_after_s=idle_after,
             schedule=schedule,
         )
+        _check_loop_descriptors()
         return asyncio.run(
             run_build(control, policies, settings, verbose, nice, trace_file)
         )
+
+
+def _check_loop_descriptors() -> None:
+    """Fail in one line if the event loop cannot have its descriptors (an
+    epoll and a socket pair): asyncio would fail with a traceback."""
+    try:
+        with selectors.DefaultSelector():
+            left, right = socket.socketpair()
+            left.close()
+            right.close()
+    except OSError as err:
+        raise LaunchError(f"cannot start: {err.strerror}", EXIT_ERROR) from err
 
 
 pid_option = click.option(

@@ -160,14 +160,7 @@ def test_paths_too_long_for_a_unix_socket(bcrun: Bcrun) -> None:
         assert "no usable runtime directory" in result.stderr
 
 
-#: asyncio.run cannot make its event loop (its self-pipe): cli.main lets the
-#: OSError through, and Python prints a traceback.
-NO_LOOP = pytest.mark.xfail(strict=True, reason="EMFILE making the event loop")
-
-
-@pytest.mark.parametrize(
-    "limit", [pytest.param(5, marks=NO_LOOP), 6, 7, 8, 9, 10, 12, 16, 32]
-)
+@pytest.mark.parametrize("limit", [5, 6, 7, 8, 9, 10, 12, 16, 32])
 def test_too_few_file_descriptors(bcrun: Bcrun, limit: int, tmp_path: Path) -> None:
     def low() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
