@@ -24,6 +24,7 @@ from bcrun.commands import HELP, Command, Dump, Help, New, Quit, SetJobs, Status
 from bcrun.detect import Plan
 from bcrun.errors import BcrunError, ControlError
 from bcrun.governor import Governor
+from bcrun.guardian import Guardian
 from bcrun.instances import InstanceDir
 from bcrun.jobserver import JobserverPool
 from bcrun.launcher import ExitStatus, SignalRelay, spawn
@@ -70,6 +71,8 @@ class Wrapper:
         self.trace = trace
         #: Jobs stopped by --freeze: pid -> the pids of the job's processes.
         self.frozen: dict[int, tuple[int, ...]] = {}
+        #: Continues them should bcrun be killed while they are stopped.
+        self.guardian = Guardian()
         #: Set once a signal is ending the build.
         self.ending = False
         self._warned = False
@@ -141,6 +144,8 @@ class Wrapper:
         if step.stop is not None:
             job = next(job for job in metrics.jobs if job.pid == step.stop)
             self.frozen[job.pid] = job.pids
+            for pid in job.pids:
+                self.guardian.protect(pid)
             _signal_all(job.pids, signal.SIGSTOP)
         if step.resume is not None:
             _signal_all(self.frozen.pop(step.resume), signal.SIGCONT)
@@ -205,6 +210,7 @@ class Wrapper:
                     helper.cancel()
         finally:
             self.thaw()
+            self.guardian.close()
         return returncode
 
     async def mind_tokens(self, root: int) -> None:

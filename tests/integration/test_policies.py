@@ -4,6 +4,7 @@ test, and bcrun's own trace of what it decided."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -238,3 +239,26 @@ def test_bad_settings_are_one_line_errors(
     assert result.returncode == 125
     assert message in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_jobs_frozen_when_bcrun_is_killed_are_continued(
+    bcrun: Bcrun, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    bcrun.env["JOBLOG"] = str(make_project(project, jobs=3, seconds=15).path)
+    build = bcrun.start(
+        "--freeze", "--mem-reserve", "100T", "--tick", "0.2",
+        "make", "-j3", "-C", str(project),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    stopped = lambda: [pid for pid, s in job_states(project).items() if s == "stopped"]  # noqa: E731
+    try:
+        wait_until(lambda: len(stopped()) == 2, 10, "two jobs stopped")
+        build.kill()  # no clean-up of bcrun's own can run
+        build.wait()
+        wait_until(lambda: not stopped(), 5, "the guardian to continue them")
+    finally:
+        for process in psutil.process_iter(["cmdline"]):
+            if any(str(project) in arg for arg in process.info["cmdline"] or []):
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
