@@ -35,7 +35,10 @@ def build_pid(parent: int, project: Path) -> int:
     def look() -> bool:
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(parent).children():
-                if str(project) in child.cmdline():
+                cmdline = child.cmdline()
+                # A child forked but not yet executed still shows bcrun's
+                # own command line (the --version probe, the guardian).
+                if str(project) in cmdline and "bcrun" not in cmdline:
                     found.append(child.pid)
         return bool(found)
 
