@@ -63,6 +63,16 @@ def subtree(root: int, children: Mapping[int, list[int]]) -> list[int]:
     return found
 
 
+def tools_under(
+    processes: Mapping[int, ProcStat], root: int, names: frozenset[str]
+) -> list[int]:
+    """The processes named in *names* in the tree under *root* (included)."""
+    if root not in processes:
+        return []
+    tree = subtree(root, children_map(processes))
+    return [pid for pid in tree if processes[pid].name in names]
+
+
 def build_use(
     processes: Mapping[int, ProcStat], root: int, tools: frozenset[str] = TOOLS
 ) -> BuildUse:

@@ -13,10 +13,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psutil
-
 from bcrun import proc
-from bcrun.buildtree import TOOLS, BuildUse, Job, build_use
+from bcrun.buildtree import (
+    TOOLS,
+    BuildUse,
+    Job,
+    build_use,
+    children_map,
+    tools_under,
+)
 from bcrun.errors import MetricsError
 
 
@@ -300,17 +305,8 @@ class JobserverUse:
 def jobserver_use(root: int, clients: frozenset[str]) -> JobserverUse:
     """Count the clients named in *clients* under *root*, and the jobs that
     hold tokens.  Processes that vanish while we look are not counted."""
-    try:
-        top = psutil.Process(root)
-        tree = [top, *top.children(recursive=True)]
-    except psutil.Error:
-        return JobserverUse(0, 0)
-    running = holding = 0
-    for process in tree:
-        try:
-            if process.name() in clients:
-                running += 1
-                holding += max(len(process.children()) - 1, 0)
-        except psutil.Error:
-            continue
-    return JobserverUse(running, holding)
+    processes = proc.read_processes()
+    children = children_map(processes)
+    found = tools_under(processes, root, clients)
+    holding = sum(max(len(children.get(pid, ())) - 1, 0) for pid in found)
+    return JobserverUse(len(found), holding)

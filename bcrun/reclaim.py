@@ -33,9 +33,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
+from bcrun.buildtree import tools_under
 from bcrun.guardian import Guardian
+from bcrun.proc import parse_stat, read_processes, read_text
 
 #: Seconds between two looks for the build's clients while tokens are owed.
 SCAN_S = 1.0
@@ -95,8 +95,9 @@ class ClientBrake:
         if it is one of them (known at once)."""
         self._root, self._names = root, clients
         self._scanned = float("-inf")
-        with contextlib.suppress(psutil.Error):
-            if psutil.Process(root).name() in clients:
+        stat = read_text(f"/proc/{root}/stat")
+        with contextlib.suppress(IndexError, ValueError):
+            if stat and parse_stat(stat).name in clients:
                 self.update(self._clients.keys() | {root})
 
     def scan_due(self) -> bool:
@@ -109,17 +110,7 @@ class ClientBrake:
         root, names = self._root, self._names
         if root is None or not names:
             return set()
-        try:
-            top = psutil.Process(root)
-            tree = [top, *top.children(recursive=True)]
-        except psutil.Error:
-            return set()
-        found = set()
-        for process in tree:
-            with contextlib.suppress(psutil.Error):
-                if process.name() in names:
-                    found.add(process.pid)
-        return found
+        return set(tools_under(read_processes(), root, names))
 
     def update(self, pids: set[int]) -> None:
         """Brake the clients *pids* (braked at once if engaged), and no
