@@ -24,11 +24,6 @@ class Size(NamedTuple):
             return int(total * self.percent / 100)
         return self.bytes or 0
 
-    def __str__(self) -> str:
-        if self.percent is not None:
-            return f"{self.percent:g}%"
-        return format_size(self.bytes or 0)
-
 
 def parse_size(text: str) -> Size:
     """``512M``, ``2G``, ``1.5GiB``, ``10%``, ``4096`` (bytes)."""
