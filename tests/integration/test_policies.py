@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from bcrun.metrics import PEAK_WINDOW_S
+from bcrun.priority import autogroup_nice
 from tests.helpers import Bcrun, wait_until
 from tests.tools.jobs import make_project
 
@@ -168,11 +169,9 @@ def test_freeze_stops_jobs_and_no_job_is_left_stopped_when_the_build_ends(
 def test_nice_lowers_the_build_and_its_autogroup_and_restores_the_autogroup(
     bcrun: Bcrun,
 ) -> None:
-    before = (
-        Path("/proc/self/autogroup").read_text()
-        if Path("/proc/self/autogroup").exists()
-        else None
-    )
+    # Some kernels show an empty autogroup file even with autogroups on;
+    # bcrun leaves the autogroup alone there, and so does this check.
+    before = autogroup_nice(os.getpid())
     result = bcrun.run(
         "--nice", "7", "sh", "-c",
         "ps -o ni= -p $$; cat /proc/$$/autogroup 2>/dev/null || echo none",
@@ -180,12 +179,11 @@ def test_nice_lowers_the_build_and_its_autogroup_and_restores_the_autogroup(
     assert result.returncode == 0, result.stderr
     nice, autogroup = result.stdout.split("\n")[:2]
     assert nice.strip() == "7"
-    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
-    if before is not None and enabled.exists() and enabled.read_text().strip() == "1":
+    if before is not None and before < 7:
         assert autogroup.endswith("nice 7")
-        assert Path("/proc/self/autogroup").read_text() == before
+        assert autogroup_nice(os.getpid()) == before
     else:
-        print("autogroups are off here: only the process nice value was checked")
+        print("no readable autogroup here: only the process nice value was checked")
 
 
 def test_raising_priority_is_refused_in_one_line_unless_root(bcrun: Bcrun) -> None:
