@@ -24,9 +24,14 @@ from typing import NoReturn
 
 from bcrun.errors import LaunchError
 from bcrun.priority import set_own_nice
+from bcrun.proc import read_signal_masks
 
-#: Signals passed on to the build whenever bcrun receives them.
+#: Signals passed on to the build when bcrun receives them, unless the
+#: build got them too (sent to the process group).
 FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+#: Seconds after the build starts at which bcrun notes which signals it
+#: catches: by then a tool has set its handlers.
+NOTE_HANDLERS_S = (0.1, 1.0)
 
 #: Signals a terminal sends to its whole foreground process group, the build
 #: included: passed on only when they cannot have come from the terminal.
@@ -152,6 +157,8 @@ class SignalRelay:
         #: Signals that came before the build was started, passed on then.
         self._early: list[int] = []
         self._installed: list[int] = []
+        #: Signals the build was seen to catch.
+        self._caught = 0
 
     def attach(self, pid: int) -> None:
         """The build has started as *pid*: signals go to it from now on."""
@@ -159,6 +166,29 @@ class SignalRelay:
         for sig in self._early:
             self._forward(sig)
         self._early.clear()
+        loop = asyncio.get_running_loop()
+        for delay in NOTE_HANDLERS_S:
+            loop.call_later(delay, self._note_handlers)
+
+    def _note_handlers(self) -> None:
+        masks = read_signal_masks(self.pid) if self.pid else None
+        if masks is not None:
+            self._caught |= masks.caught
+
+    def _build_got(self, sig: int) -> bool:
+        """Whether the build's process got *sig* itself (a signal to the
+        process group): pending still, being handled (blocked), or handled
+        by a tool that then stopped catching it, as GNU make does.  Passing
+        a second copy on would kill make at once, where it waits for its
+        jobs after the first."""
+        masks = read_signal_masks(self.pid)
+        if masks is None:
+            return False
+        return (
+            masks.has(masks.pending, sig)
+            or masks.has(masks.blocked, sig)
+            or (masks.has(self._caught, sig) and not masks.has(masks.caught, sig))
+        )
 
     def __enter__(self) -> SignalRelay:
         loop = asyncio.get_running_loop()
@@ -188,6 +218,8 @@ class SignalRelay:
             self.on_ending()
         if not self.pid:
             self._early.append(sig)
+            return
+        if sig in FORWARDED and self._build_got(sig):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, sig)

@@ -266,6 +266,42 @@ def read_cgroup_memory(dirs: list[tuple[int, Path, Path]]) -> CgroupMemory | Non
 # -- processes ----------------------------------------------------------------
 
 
+class SignalMasks(NamedTuple):
+    """A process's signals, as bit masks (bit N-1 for signal N)."""
+
+    #: Sent and not yet handled, to the thread or to the whole process.
+    pending: int
+    blocked: int
+    ignored: int
+    caught: int
+
+    def has(self, mask: int, sig: int) -> bool:
+        return bool(mask >> (sig - 1) & 1)
+
+
+def parse_signal_masks(text: str) -> SignalMasks:
+    """The Sig* and ShdPnd lines of /proc/PID/status."""
+    fields = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"):
+            fields[name] = int(value.strip(), 16)
+    return SignalMasks(
+        pending=fields["SigPnd"] | fields["ShdPnd"],
+        blocked=fields["SigBlk"],
+        ignored=fields["SigIgn"],
+        caught=fields["SigCgt"],
+    )
+
+
+def read_signal_masks(pid: int) -> SignalMasks | None:
+    text = read_text(f"/proc/{pid}/status")
+    try:
+        return None if text is None else parse_signal_masks(text)
+    except (KeyError, ValueError):
+        return None
+
+
 class ProcStat(NamedTuple):
     pid: int
     ppid: int

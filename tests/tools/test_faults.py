@@ -171,10 +171,12 @@ quick:
 """
 
 
-def _stubborn_build(bcrun: Bcrun, tmp_path: Path, **popen) -> tuple:
+def _stubborn_build(
+    bcrun: Bcrun, tmp_path: Path, patched: bool = True, **popen
+) -> tuple:
     from tests.tools.conftest import get_tool
 
-    make = get_tool("gmake", patched=True)
+    make = get_tool("gmake", patched=patched)
     project = tmp_path / "p"
     log = make_project(project, jobs=0, seconds=0)
     (project / "Makefile").write_text(STUBBORN.format(job=project / "job.sh"))
@@ -216,19 +218,25 @@ def test_sigterm_waits_for_a_job_that_ignores_it(bcrun, tmp_path):
     assert bcrun.leftovers() == []
 
 
-def test_sighup_from_a_closing_terminal_ends_the_build(bcrun, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+@pytest.mark.parametrize("via", ["protocol", "jobserver"])
+def test_a_signal_to_the_process_group_ends_the_build_as_without_bcrun(
+    bcrun, tmp_path, sig, via
+):
     """The shell of a closing terminal sends SIGHUP to the job's process
-    group: bcrun and the build get it together, and bcrun passes it on as
-    well.  GNU make resets its handler on the first SIGHUP, so the copy
-    bcrun relays, when it lands after make's own, kills make at once instead
-    of letting it wait for the job that ignores SIGHUP (which then outlives
-    the build, orphaned).  Either way bcrun ends as make ends, of SIGHUP,
-    soon, with no job started after the signal and its directory removed."""
-    proc, log = _stubborn_build(bcrun, tmp_path, start_new_session=True)
+    group (timeout(1) sends SIGTERM so): bcrun and make get it together.
+    GNU make then stops catching it and waits for its jobs; a second copy
+    passed on by bcrun would kill it at once, and the job that ignores the
+    signal would outlive the build.  bcrun sees that make got it and passes
+    nothing on: make waits for that job, then dies of the signal, and so does
+    bcrun, with no job started after the signal and its directory removed."""
+    proc, log = _stubborn_build(
+        bcrun, tmp_path, patched=via == "protocol", start_new_session=True
+    )
     sent = time.time()
-    os.killpg(proc.pid, signal.SIGHUP)
-    assert proc.wait(20) == -signal.SIGHUP
-    assert time.time() - sent < 5
+    os.killpg(proc.pid, sig)
+    assert proc.wait(20) == -sig
+    assert "slow" in _ended(log), "make did not wait for the job ignoring it"
     assert "later" not in _ended(log)
     assert [i for i in log.intervals() if i.start > sent] == []
     assert bcrun.leftovers() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -163,3 +164,28 @@ def test_the_sampler_sees_a_real_build_burning_cpu():
     )
     assert metrics.mem_available_bytes > 0
     assert 0 <= metrics.weekday <= 6
+
+
+#: GNU make 4.3 just after a SIGHUP to its process group: its handler has
+#: set SIGHUP back to the default (SigCgt lost bit 0), and a SIGTERM waits.
+MAKE_STATUS = """\
+Name:\tmake
+State:\tS (sleeping)
+SigQ:\t2/96365
+SigPnd:\t0000000000000000
+ShdPnd:\t0000000000004000
+SigBlk:\t0000000000000000
+SigIgn:\t0000000000000000
+SigCgt:\t0000000000014802
+"""
+
+
+def test_signal_masks_of_a_status_file() -> None:
+    masks = proc.parse_signal_masks(MAKE_STATUS)
+    assert masks.has(masks.pending, signal.SIGTERM)
+    assert not masks.has(masks.pending, signal.SIGHUP)
+    assert not masks.has(masks.caught, signal.SIGHUP)
+    assert masks.has(masks.caught, signal.SIGINT)
+    assert masks.has(masks.caught, signal.SIGCHLD)
+    assert proc.read_signal_masks(os.getpid()) is not None
+    assert proc.read_signal_masks(2**22 + 1) is None
