@@ -4,11 +4,10 @@
 
 1. its executable holds the string ``BUILDSOCKET``: a patched tool, which
    gets the protocol;
-2. GNU make 4.2 or later (``make --version``): a jobserver on two pipes
-   (one to take tokens from, one to give them back into, which bcrun routes:
-   see bcrun.jobserver);
+2. GNU make 4.2 or later (``make --version``): a jobserver on a pipe
+   (braked while shrinking: see bcrun.jobserver);
 3. ninja 1.13 or later (``ninja --version``): a jobserver on a fifo;
-4. cargo: a jobserver on a pipe;
+4. cargo: a jobserver on two pipes, which bcrun routes;
 5. ``cmake --build DIR``: what the build tool in DIR's CMakeCache.txt gets;
 6. anything else: no control of its own, with a notice; BUILDSOCKET is set
    all the same, so that patched tools it runs obey.
@@ -152,12 +151,12 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         tool = f"GNU make {'.'.join(map(str, number))}"
         makes = frozenset({"make", "gmake", path.name})
         if number >= (4, 2):
-            # Pipes even for 4.4, which takes a fifo too: only with pipes can
-            # bcrun route returned tokens, which makes a shrink exact.
+            # A pipe even for 4.4, which takes a fifo too: 4.3 and 4.4 alike,
+            # and nothing by name that a later bcrun could remove.
             return Plan(
                 "jobserver",
                 tool,
-                "a jobserver client (pipes: an exact shrink)",
+                "a jobserver client",
                 "pipe",
                 argv,
                 clients=makes,
@@ -169,7 +168,7 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         number = _version_tuple(version)
         tool = f"{name} {version.split()[0] if version else '(no version)'}"
         if name.startswith("ninja") and number >= (1, 13):
-            # Kitware's build (PyPI's ninja) takes pipes too: routed, exact.
+            # Kitware's build (PyPI's ninja) takes pipes too.
             pipes = "jobserver-pipe" in version
             return Plan(
                 "jobserver",
@@ -183,7 +182,12 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         return Plan("none", tool, "unpatched, and no jobserver client", argv=argv)
     if name == "cargo":
         return Plan(
-            "jobserver", "cargo", "cargo joins an inherited jobserver", "pipe", argv
+            "jobserver",
+            "cargo",
+            "cargo joins an inherited jobserver (routed pipes: its threads "
+            "cannot be braked)",
+            "pipe",
+            argv,
         )
     return Plan(
         "none",

@@ -2,7 +2,7 @@
 
 bcrun's own clean-up covers every way it ends but SIGKILL.  Two things of
 the build then depend on bcrun's process: jobserver clients it may have
-stopped for a moment (bcrun.reclaim), and, with the two-pipe pool, the pipe
+stopped for a moment (bcrun.reclaim), and, with cargo's routed pool, the pipe
 the build gives its tokens back into, which only bcrun reads (without a
 reader the build's next token dies with SIGPIPE or EPIPE).  The guardian,
 started by the pool, holds copies of those pipes and waits on a pipe from

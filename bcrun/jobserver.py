@@ -7,19 +7,23 @@ first, and give it back when the job ends.  bcrun owns the pool: it puts
 adds tokens at once when the count grows, and takes tokens back as they are
 returned when it shrinks.
 
-Shrinking on a pipe (GNU make) is exact: bcrun gives the clients two pipes,
-one to take tokens from and one to give them back into, which only bcrun
-reads, so a returned token reaches a client again only if bcrun passes it
-on.  A fifo (ninja, GNU make's fifo style) is one pipe for both, and a
-client re-takes a token it gives back some 10-30 µs later, before any reader
-of bcrun's can (a shrink from 4 to 1 used to start about 5 jobs above the
-count).  So while tokens are owed, bcrun brakes the clients, found under the
-build's root (:meth:`JobserverPool.watch`, bcrun.reclaim): the kernel stops
-a client inside each write() into the fifo (O_ASYNC with SIGSTOP as the
-signal), a thread of bcrun's polling the fifo takes the token, then
-continues the clients.  The shrink is then exact for single-threaded clients
-such as ninja.  With no token owed, the thread sleeps and no client is ever
-stopped.
+A client re-takes a token it gives back some 10-30 µs later, before any
+reader of bcrun's can (a shrink from 4 to 1 used to start about 5 jobs above
+the count).  So while tokens are owed, bcrun brakes the clients, found by
+name under the build's root (:meth:`JobserverPool.watch`, bcrun.reclaim):
+the kernel stops a client inside each write() into the pipe or fifo (O_ASYNC
+with SIGSTOP as the signal), a thread of bcrun's polling it takes the token,
+then continues the clients.  The shrink is then exact for single-threaded
+clients (make, ninja).  With no token owed, the thread sleeps, no client is
+ever stopped, and tokens go from client to client without bcrun: the build
+runs as fast as under a plain ``make -jN``.
+
+cargo's clients are threads that may sit in read() when a token comes back,
+which no brake beats, and bcrun does not know their names: cargo gets two
+pipes instead (*routed*), one to take tokens from and one to give them back
+into, which only bcrun reads, and bcrun passes each returned token on unless
+it is owed.  That is exact too, at the price of a thread's round trip per
+token (about 0.25 ms, nothing beside a compile).
 
 Nothing here can take back the slot each running client holds for its first
 job: the pool's floor is the number of running clients (a pause leaves one
@@ -57,8 +61,11 @@ STOPPING_S = 0.001
 class JobserverPool:
     """A jobserver of one build: create, resize, close.  Thread-safe."""
 
-    def __init__(self, style: Style, directory: Path) -> None:
+    def __init__(self, style: Style, directory: Path, *, routed: bool = False) -> None:
+        if routed and style != "pipe":
+            raise ValueError("only a pipe pool can be routed")
         self.style = style
+        self.routed = routed
         self.path = directory / "jobserver"
         self._lock = threading.Condition()
         #: Tokens the build has: in the pool or held by its clients.
@@ -66,45 +73,54 @@ class JobserverPool:
         #: Tokens to take back as they come.
         self._deficit = 0
         self._closing = False
-        self._suspected = 0
         self.read_fd = self.write_fd = self._drain_fd = self._wake_fd = -1
-        if style == "fifo":
-            os.mkfifo(self.path, 0o600)
-            # Kept open read-write for the build's life: make 4.4.1 opening a
-            # fifo that has no writer would block forever.
-            self._pool_fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            self._taker_fd = os.open(
-                self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-            )
-            # Wakes the taker's poll() on close().
-            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            self._guardian = Guardian()
+        if routed:
+            self._open_routed()
         else:
-            # Two pipes: clients take tokens from the first and give them back
-            # into the second, which only bcrun reads.  A returned token
-            # reaches a client again only if bcrun passes it on, so a shrink
-            # is exact: no race to lose against a client that gives a token
-            # back and takes one at once.
-            self.read_fd, self._pool_fd = os.pipe()
-            self._taker_fd, self.write_fd = os.pipe()
-            os.set_inheritable(self.read_fd, True)
-            os.set_inheritable(self.write_fd, True)
-            # Our own description of the clients' end, for taking back the
-            # tokens that lie unused in it.
-            self._drain_fd = os.open(
-                f"/proc/self/fd/{self.read_fd}",
-                os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC,
-            )
-            # Should bcrun be killed, tokens given back must still reach the
-            # build, or its next one dies of SIGPIPE.
-            self._guardian = Guardian(forward=(self._taker_fd, self._pool_fd))
-        self._brake = ClientBrake(self.path, self._guardian)
+            self._open_braked()
         self._taker = threading.Thread(
-            target=self._reclaim if style == "fifo" else self._route,
+            target=self._route if routed else self._reclaim,
             name="jobserver-taker",
             daemon=True,
         )
         self._taker.start()
+
+    def _open_braked(self) -> None:
+        """A fifo, or one pipe, with a description of bcrun's own per
+        client for the brake."""
+        if self.style == "fifo":
+            os.mkfifo(self.path, 0o600)
+            path = self.path
+        else:
+            self.read_fd, self.write_fd = os.pipe2(0)
+            # Opening a pipe through /proc gives a new description of it, as
+            # a fifo's open() does.
+            path = Path(f"/proc/{os.getpid()}/fd/{self.read_fd}")
+        # Kept open read-write for the build's life: make 4.4.1 opening a
+        # fifo that has no writer would block forever.
+        self._pool_fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self._taker_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # Wakes the taker's poll() on close().
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._guardian = Guardian()
+        self._brake = ClientBrake(path, self._guardian)
+
+    def _open_routed(self) -> None:
+        """Two pipes: clients take tokens from the first and give them back
+        into the second, which only bcrun reads."""
+        self.read_fd, self._pool_fd = os.pipe()
+        self._taker_fd, self.write_fd = os.pipe()
+        os.set_inheritable(self.read_fd, True)
+        os.set_inheritable(self.write_fd, True)
+        # Our own description of the clients' end, for taking back the tokens
+        # that lie unused in it.
+        self._drain_fd = os.open(
+            f"/proc/self/fd/{self.read_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+        )
+        # Should bcrun be killed, tokens given back must still reach the
+        # build, or its next one dies of SIGPIPE.
+        self._guardian = Guardian(forward=(self._taker_fd, self._pool_fd))
+        self._brake = ClientBrake(self.path, self._guardian)  # never engaged
 
     # -- what the build is given -------------------------------------------
 
@@ -122,7 +138,7 @@ class JobserverPool:
 
     def watch(self, root: int, clients: frozenset[str]) -> None:
         """Brake the processes named in *clients* under the build's *root*
-        while tokens are owed (a fifo; pipes need no brake)."""
+        while tokens are owed (a routed pool needs no brake)."""
         if not self.routed:
             with self._lock:
                 self._brake.watch(root, clients)
@@ -168,39 +184,34 @@ class JobserverPool:
         raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
         return int(struct.unpack("i", raw)[0])
 
-    def reconcile(self, jobs_holding: int) -> int:
-        """Replace tokens that died with a client; return how many.
+    def missing(self, jobs_holding: int) -> int:
+        """Tokens neither in the pool nor held by the build's running jobs.
 
-        The build holds ``tokens - available()`` tokens; if more than its
-        running jobs can hold, the rest died with a client killed before it
-        could give them back (SIGKILL; a make 4.4.1 sub-make on SIGINT).  Only
-        a loss seen twice in a row counts, so a token in flight between a
-        job's end and the pool is not mistaken for one.
+        The build holds ``tokens - available()`` tokens; more than its jobs
+        can hold died with a client killed before it could give them back
+        (SIGKILL; a make 4.4.1 sub-make on SIGINT), or are in a client's hands
+        between taking a token and starting its job: only the first lasts.
+        None while shrinking, when tokens are meant to be missing.
         """
         with self._lock:
             if self._deficit:
-                return 0  # shrinking: tokens are meant to be missing
-            missing = self._circulating - self.available() - jobs_holding
-            suspected, self._suspected = self._suspected, max(missing, 0)
-            lost = min(suspected, self._suspected)
-            if lost > 0:
-                os.write(self._pool_fd, TOKEN * lost)
-                self._suspected = 0
-            return lost
+                return 0
+            return max(self._circulating - self.available() - jobs_holding, 0)
+
+    def restore(self, n: int) -> None:
+        """Put back *n* tokens lost with a client, unless shrinking now."""
+        with self._lock:
+            if n > 0 and not self._deficit:
+                os.write(self._pool_fd, TOKEN * n)
 
     def _put(self, n: int) -> None:
         if n > 0:
             os.write(self._pool_fd, TOKEN * n)
             self._circulating += n
 
-    @property
-    def routed(self) -> bool:
-        """Whether returned tokens pass through bcrun (the two-pipe pool)."""
-        return self.style == "pipe"
-
     def _route(self) -> None:
         """Pass returned tokens on to the clients, keeping those owed (the
-        two-pipe pool)."""
+        routed pool)."""
         while True:
             try:
                 data = os.read(self._taker_fd, 4096)
@@ -217,8 +228,8 @@ class JobserverPool:
                     os.write(self._pool_fd, data[taken:])
 
     def _reclaim(self) -> None:
-        """Take owed tokens from the fifo as they are returned, the clients
-        braked meanwhile (the fifo pool)."""
+        """Take owed tokens as they are returned, the clients braked
+        meanwhile."""
         poller = select.poll()
         poller.register(self._taker_fd, select.POLLIN)
         poller.register(self._wake_fd, select.POLLIN)
@@ -245,7 +256,7 @@ class JobserverPool:
             timeout = STOPPING_S if taken else RELEASE_S
 
     def _take(self) -> int:
-        """Take what is owed of the tokens in the fifo (under the lock);
+        """Take what is owed of the tokens in the pool (under the lock);
         return how many."""
         taken = 0
         if self._deficit:
@@ -266,8 +277,8 @@ class JobserverPool:
             self._brake.close()
             self._guardian.close()
             self._lock.notify_all()
-        # Wake the taker: a read() parked on an empty pipe, or the fifo's
-        # poll(); the build is over.
+        # Wake the taker: a read() parked on an empty pipe, or the poll();
+        # the build is over.
         with contextlib.suppress(OSError):
             if self.routed:
                 os.write(self.write_fd, TOKEN)

@@ -37,8 +37,9 @@ from bcrun.buildtree import tools_under
 from bcrun.guardian import Guardian
 from bcrun.proc import parse_stat, read_processes, read_text
 
-#: Seconds between two looks for the build's clients while tokens are owed.
-SCAN_S = 1.0
+#: Seconds between two looks for the build's clients while tokens are owed
+#: (a new sub-make is not braked before it is seen).
+SCAN_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class ClientBrake:
         self._root: int | None = None
         self._names: frozenset[str] = frozenset()
         self._clients: dict[int, Client] = {}
+        #: Clients the guardian has been told of.
+        self._protected: set[int] = set()
         self._scanned = float("-inf")
         self._guardian = guardian
 
@@ -120,7 +123,6 @@ class ClientBrake:
         for pid in pids - self._clients.keys():
             client = self._hold(pid)
             if client is not None:
-                self._guardian.protect(pid)
                 self._clients[pid] = client
                 if self.engaged:
                     self._set([client])
@@ -128,6 +130,7 @@ class ClientBrake:
     def engage(self) -> None:
         """Stop the clients at every write into the fifo from now on."""
         self.engaged = True
+        self._scanned = float("-inf")  # look for new sub-makes at once
         self._set(list(self._clients.values()))
 
     def stopped(self) -> list[Client]:
@@ -166,6 +169,11 @@ class ClientBrake:
 
     def _set(self, clients: list[Client]) -> None:
         for client in clients:
+            # Only a braked client can be stopped: a build that never shrinks
+            # never starts the guardian.
+            if client.pid not in self._protected:
+                self._guardian.protect(client.pid)
+                self._protected.add(client.pid)
             try:
                 client.signal_writes(True)
             except OSError:
@@ -204,3 +212,4 @@ class ClientBrake:
             if self.engaged:
                 client.resume()
             client.close()
+            self._protected.discard(client.pid)

@@ -34,9 +34,12 @@ def available(pool: JobserverPool) -> int:
             os.close(fd)
 
 
-@pytest.mark.parametrize("style", ["fifo", "pipe"])
-def test_resize_puts_and_takes_back_tokens(tmp_path, style):
-    with JobserverPool(style, tmp_path) as pool:
+POOLS = [("fifo", False), ("pipe", False), ("pipe", True)]
+
+
+@pytest.mark.parametrize(("style", "routed"), POOLS)
+def test_resize_puts_and_takes_back_tokens(tmp_path, style, routed):
+    with JobserverPool(style, tmp_path, routed=routed) as pool:
         pool.resize(5)
         assert (pool.tokens, available(pool)) == (4, 4)
         pool.resize(2)  # the surplus lies in the pool: taken back at once
@@ -54,8 +57,9 @@ def test_resize_puts_and_takes_back_tokens(tmp_path, style):
     assert not (tmp_path / "jobserver").exists()
 
 
-def test_a_token_held_by_a_client_is_taken_when_returned(tmp_path):
-    with JobserverPool("pipe", tmp_path) as pool:
+@pytest.mark.parametrize("routed", [False, True])
+def test_a_token_held_by_a_client_is_taken_when_returned(tmp_path, routed):
+    with JobserverPool("pipe", tmp_path, routed=routed) as pool:
         pool.resize(3)
         token = os.read(pool.read_fd, 1)  # a client takes one
         pool.resize(1)
@@ -68,10 +72,13 @@ def test_a_token_held_by_a_client_is_taken_when_returned(tmp_path):
 #: A fifo client as quick as ninja: it gives each token back and at once tries
 #: to take one, then says how many it took again.
 QUICK_CLIENT = """
-import os, sys, time
-path = sys.argv[1]
-r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-w = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+import fcntl, os, sys, time
+if sys.argv[1].startswith("fifo:"):
+    r = os.open(sys.argv[1][5:], os.O_RDONLY | os.O_NONBLOCK)
+    w = os.open(sys.argv[1][5:], os.O_WRONLY | os.O_NONBLOCK)
+else:
+    r, w = map(int, sys.argv[1].split(","))
+    fcntl.fcntl(r, fcntl.F_SETFL, os.O_NONBLOCK)
 held = 0
 while held < 3:
     try:
@@ -100,12 +107,14 @@ def stopped(pid: int) -> bool:
     return psutil.Process(pid).status() == psutil.STATUS_STOPPED
 
 
-def test_a_fifo_client_that_retakes_its_token_at_once_is_beaten(tmp_path):
+@pytest.mark.parametrize("style", ["fifo", "pipe"])
+def test_a_client_that_retakes_its_token_at_once_is_beaten(tmp_path, style):
     fds = set(os.listdir("/proc/self/fd"))
     with (
-        JobserverPool("fifo", tmp_path) as pool,
+        JobserverPool(style, tmp_path) as pool,
         subprocess.Popen(
-            [sys.executable, "-c", QUICK_CLIENT, str(tmp_path / "jobserver")],
+            [sys.executable, "-c", QUICK_CLIENT, pool.auth],
+            pass_fds=pool.pass_fds,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -117,8 +126,9 @@ def test_a_fifo_client_that_retakes_its_token_at_once_is_beaten(tmp_path):
             assert client.stdout.readline() == "held\n"
             pool.watch(client.pid, frozenset({psutil.Process(client.pid).name()}))
             pool.resize(1)
-            # Only the fifo's last reader or writer closing would stop it.
-            os.close(os.open(pool.path, os.O_RDONLY | os.O_NONBLOCK))
+            # Only the last reader or writer closing would stop it.
+            if style == "fifo":
+                os.close(os.open(pool.path, os.O_RDONLY | os.O_NONBLOCK))
             time.sleep(0.05)
             assert not stopped(client.pid)
             client.stdin.write("go\n")
@@ -156,9 +166,9 @@ def test_the_guardian_continues_braked_clients_when_bcrun_is_killed(how):
         "from bcrun.guardian import Guardian\n"
         "g = Guardian()\n"
         f"g.protect({client.pid})\n"
-        "print('ready', flush=True)\n"
         "if sys.argv[1] == 'closed':\n"
         "    g.close()\n"
+        "print('ready', flush=True)\n"
         "time.sleep(30)\n"
     )
     try:

@@ -130,6 +130,26 @@ def test_tokens_lost_with_a_killed_sub_make_are_restored(
     assert log.max_running(since=killed + 1.3) == 6
 
 
+def test_a_client_between_token_and_job_is_not_taken_for_a_loss(
+    bcrun: Bcrun, stock: Tool, tmp_path: Path
+) -> None:
+    """With jobs this short, make holds a token without a job a quarter of
+    the time: a check must not take that for a token lost with a client,
+    and put one more in (which ran such a build above its count)."""
+    if not stock.makes:
+        pytest.skip("ninja holds no token between taking it and forking")
+    names = [f"t{i}" for i in range(8000)]
+    (tmp_path / "Makefile").write_text(
+        f"all: {' '.join(names)}\n"
+        + "".join(f"{name}:\n\t@true\n" for name in names)
+        + f".PHONY: all {' '.join(names)}\n"
+    )
+    argv = stock.argv(tmp_path, 2)
+    result = bcrun.run("-v", *argv, "-s", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "restored" not in result.stderr
+
+
 @pytest.mark.parametrize("generator", ["Unix Makefiles", "Ninja"])
 def test_cmake_build_with_either_generator(
     bcrun: Bcrun, tmp_path: Path, generator: str
@@ -221,8 +241,6 @@ def test_cargo_joins_the_jobserver(bcrun: Bcrun, tmp_path: Path) -> None:
 def test_pause_leaves_one_job_per_client_and_says_so(
     bcrun: Bcrun, stock: Tool, tmp_path: Path
 ) -> None:
-    if not stock.makes:
-        pytest.skip("the floor is the same for ninja; make's routed pipes are exact")
     project = tmp_path / "p"
     log = make_project(project, jobs=6, seconds=0.4, spread=True)
     env = dict(bcrun.env, JOBLOG=str(log.path))
