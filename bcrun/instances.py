@@ -2,9 +2,11 @@
 
 Each running ``bcrun`` owns one directory, ``PARENT/PID``, mode 0700, holding
 its unix socket (``sock``), a record of the build (``instance.json``, which
-also holds the control token) and a lock file that it keeps locked for its
-whole life.  A directory whose lock can be taken belongs to a bcrun that died
-(SIGKILL, power loss): any later bcrun removes it.
+also holds the control token), a lock file that it keeps locked for its
+whole life, and the build's process (``build``: pid and start time).  A
+directory whose lock can be taken belongs to a bcrun that died (SIGKILL,
+power loss): any later bcrun removes it, once the build that bcrun started
+has ended too (a jobserver fifo in it may still be opened by name).
 
 PARENT is ``$XDG_RUNTIME_DIR/bcrun`` when that is usable, else
 ``$TMPDIR/bcrun-UID``, else ``/tmp/bcrun-UID``; a parent that is a symbolic
@@ -26,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bcrun.errors import RuntimeDirError
+from bcrun.proc import parse_stat, read_text
 from bcrun.protocol import Token
 
 SOCKET_NAME = "sock"
 RECORD_NAME = "instance.json"
 LOCK_NAME = "lock"
+BUILD_NAME = "build"
 
 #: sun_path holds 108 bytes on Linux, 104 on the BSDs, NUL included.
 SOCKET_PATH_MAX = 103
@@ -195,6 +199,17 @@ class InstanceDir:
                     os.rmdir(work)
             raise
 
+    def note_build(self, pid: int) -> None:
+        """Record the build's process, so that a later bcrun leaves this
+        directory alone while the build runs, should this one be killed."""
+        started = _start_time(pid)
+        if started is None:
+            return
+        work = self.path / f".{BUILD_NAME}"
+        with contextlib.suppress(OSError):
+            work.write_text(f"{pid} {started}\n")
+            os.rename(work, self.path / BUILD_NAME)
+
     def __exit__(self, *exc_info: object) -> None:
         # The lock first: removing a tree takes descriptors, and this may be
         # the one that lets it, at a low RLIMIT_NOFILE.
@@ -220,6 +235,24 @@ def _owner_alive(directory: Path) -> bool:
     return False
 
 
+def _start_time(pid: int) -> float | None:
+    text = read_text(f"/proc/{pid}/stat")
+    try:
+        return None if text is None else parse_stat(text).start_s
+    except (IndexError, ValueError):
+        return None
+
+
+def _build_alive(directory: Path) -> bool:
+    """Whether the build a dead bcrun started still runs."""
+    text = read_text(directory / BUILD_NAME)
+    try:
+        pid, started = (text or "").split()
+        return _start_time(int(pid)) == float(started)
+    except ValueError:
+        return False
+
+
 def remove_stale(parent: Path) -> list[Path]:
     """Remove the directories of dead bcruns (and old half-made ones);
     return those of the live ones."""
@@ -232,7 +265,7 @@ def remove_stale(parent: Path) -> list[Path]:
         elif entry.name.isdigit():
             if _owner_alive(entry):
                 live.append(entry)
-            else:
+            elif not _build_alive(entry):
                 shutil.rmtree(entry, ignore_errors=True)
     return live
 
