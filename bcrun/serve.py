@@ -25,6 +25,11 @@ from bcrun.errors import BcrunError, ControlError
 from bcrun.protocol import Token, UnixAddress, parse_address
 from bcrun.server import Build, Hub, describe_connections
 
+#: Builders made by ``new`` that have had no connection yet, at most: each
+#: is kept until its build connects, so a control peer could otherwise grow
+#: the server without end.
+MAX_UNCONNECTED = 4096
+
 
 class ServeController:
     """Carries out control commands for ``bcrun serve``."""
@@ -41,6 +46,17 @@ class ServeController:
     def new_build(self, token: Token | None = None) -> Build:
         """A builder made by ``new``: forgotten once its last connection
         closes.  The -t builder, given its *token*, stays."""
+        if token is None:
+            waiting = sum(
+                1
+                for build in self.hub.builds.values()
+                if build.forget_when_idle and not build.connections
+            )
+            if waiting >= MAX_UNCONNECTED:
+                raise ControlError(
+                    f"{waiting} builders have had no connection yet: "
+                    "start their builds before making more"
+                )
         number = self._next_number
         self._next_number += 1
         if token is not None:

@@ -230,3 +230,23 @@ def test_drop_privileges(bcrun, tmp_path):
     assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
     assert os.stat(path).st_uid == nobody.pw_uid
     assert server.stop() == 0
+
+
+def test_builders_without_a_connection_are_bounded(bcrun, tmp_path):
+    """A control peer cannot grow the server without end with ``new``: past
+    MAX_UNCONNECTED builders that no build has connected to, ``new`` is
+    refused until one connects."""
+    from bcrun.serve import MAX_UNCONNECTED
+
+    server = Server(bcrun, str(tmp_path / "s"))
+    server.proc.stdin.write("new\n" * MAX_UNCONNECTED)
+    server.proc.stdin.flush()
+    tokens = [server.readline() for _ in range(MAX_UNCONNECTED)]
+    assert len(set(tokens)) == MAX_UNCONNECTED
+    refused = server.command("new")[0]
+    assert refused.startswith(f"error: {MAX_UNCONNECTED} builders have had no")
+    peer = Peer(server.addresses[0], tokens[0])
+    server.command("1:3")
+    assert peer.line() == "3"
+    assert server.command("new")[0].count("-") == 1  # a token again
+    assert server.stop() == 0
