@@ -39,12 +39,14 @@ from bcrun.settings import Settings
 
 #: Seconds between two checks for jobserver tokens lost with a killed client.
 TOKEN_CHECK_S = 0.5
-#: Further looks, CONFIRM_S apart, before tokens count as missing: a client
-#: holds one for a moment between taking it and starting a job, and with
-#: short jobs it often does (a build of 20,000 `true` jobs had a token
-#: "restored" that way, and ran above its count).
+#: A client holds a token for a moment between taking it and starting a
+#: job, and with short jobs it often does, longer on a busy machine (a
+#: build of 20,000 `true` jobs had a token "restored" that way, and ran
+#: above its count).  So tokens count as lost only when missing at each of
+#: CONFIRM_LOOKS more looks CONFIRM_S apart, at LOSS_CHECKS checks in a row.
 CONFIRM_LOOKS = 5
-CONFIRM_S = 0.01
+CONFIRM_S = 0.05
+LOSS_CHECKS = 3
 
 #: The wrapper serves one build, always number 1.
 BUILD_NUMBER = 1
@@ -224,17 +226,17 @@ class Wrapper:
         does not go on below its count."""
         assert self.pool is not None
         reported = None
-        suspected = 0
+        streak: list[int] = []
         while True:
             await asyncio.sleep(TOKEN_CHECK_S)
             use = jobserver_use(root, self.control.clients)
             self.floor = use.clients
             missing = await self.lasting_missing(root, use.holding)
-            # A loss counts once seen at two checks in a row.
-            lost, suspected = min(suspected, missing), missing
-            if lost:
+            streak = [*streak, missing][-LOSS_CHECKS:] if missing else []
+            if len(streak) == LOSS_CHECKS:
+                lost = min(streak)
                 self.pool.restore(lost)
-                suspected = 0
+                streak = []
                 if self.verbose:
                     print(
                         f"bcrun: restored {lost} jobserver token(s) lost by a "
@@ -365,6 +367,7 @@ async def run_build(
                 pass_fds = wrapper.pool.pass_fds if wrapper.pool else ()
                 child = await spawn(wrapper.argv, env, pass_fds, nice)
                 relay.attach(child.pid)
+                instance.note_build(child.pid)
                 if wrapper.pool is not None:
                     wrapper.pool.watch(child.pid, control.clients)
                 with autogroup_niced(child.pid, nice or 0) as failed:
