@@ -426,7 +426,7 @@ def status(as_json: bool, pid: int | None) -> None:
                 s["mode"],
                 s["via"],
                 str(s["clients"]),
-                _duration(time.time() - s["started"]),
+                format_duration(time.time() - s["started"]),
                 " ".join(s["argv"])[:40],
                 s["reason"],
             )
@@ -461,12 +461,6 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
     if metrics.get("idle_s") is not None:
         parts.append(f"user idle {format_duration(metrics['idle_s'])}")
     return ", ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
 
 
 @cli.command(name="plot")
