@@ -38,7 +38,6 @@ from bcrun.plot import plot as plot_trace
 from bcrun.policies import POLICIES, Policy
 from bcrun.protocol import COUNT_MAX
 from bcrun.schedule import Schedule, parse_schedule
-from bcrun.serve import serve
 from bcrun.settings import Settings
 from bcrun.units import (
     Size,
@@ -508,6 +507,8 @@ def serve_command(
     control token printed at start: new, N:JOBS, N:pause, N:resume, dump,
     status, help, quit.
     """
+    from bcrun.serve import serve  # only this command needs it: start-up
+
     asyncio.run(serve(addresses, debug, long_tokens, test_mode, user))
 
 

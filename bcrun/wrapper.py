@@ -31,7 +31,6 @@ from bcrun.launcher import ExitStatus, SignalRelay, spawn
 from bcrun.metrics import Metrics, Sampler, jobserver_use
 from bcrun.policies import Policy, targets
 from bcrun.policies.memory import freeze_step
-from bcrun.presence import IdleSources
 from bcrun.priority import autogroup_niced
 from bcrun.protocol import Token
 from bcrun.server import Build, Hub, describe_connections
@@ -340,6 +339,9 @@ async def run_build(
         for reason in instance.passed_over:
             print(f"bcrun: warning: {reason}", file=sys.stderr)
         if "presence" in wrapper.policy_names.split(","):
+            # Imported here: ctypes and psutil are a tenth of bcrun's start-up.
+            from bcrun.presence import IdleSources
+
             idle = cleanup.enter_context(IdleSources())
             wrapper.sampler.idle = idle.idle_seconds
         env = dict(os.environ)
