@@ -177,17 +177,16 @@ class SignalRelay:
 
     def _build_got(self, sig: int) -> bool:
         """Whether the build's process got *sig* itself (a signal to the
-        process group): pending still, being handled (blocked), or handled
-        by a tool that then stopped catching it, as GNU make does.  Passing
-        a second copy on would kill make at once, where it waits for its
-        jobs after the first."""
+        process group): pending still, or handled by a tool that then
+        stopped catching it, as GNU make does.  Passing a second copy on
+        would kill make at once, where it waits for its jobs after the first.
+        (Blocked alone says nothing: make blocks these signals for a moment
+        around each job it starts.)"""
         masks = read_signal_masks(self.pid)
         if masks is None:
             return False
-        return (
-            masks.has(masks.pending, sig)
-            or masks.has(masks.blocked, sig)
-            or (masks.has(self._caught, sig) and not masks.has(masks.caught, sig))
+        return masks.has(masks.pending, sig) or (
+            masks.has(self._caught, sig) and not masks.has(masks.caught, sig)
         )
 
     def __enter__(self) -> SignalRelay:

@@ -255,3 +255,24 @@ def test_sighup_to_bcrun_alone_is_passed_to_make(bcrun, tmp_path):
     assert [i for i in log.intervals() if i.start > sent] == []
     assert {"slow", "later"} <= _ended(log)
     assert bcrun.leftovers() == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_bcrun_alone_reaches_a_make_busy_starting_jobs(
+    bcrun, tmp_path, sig
+):
+    """GNU make blocks these signals for a moment around each job it starts:
+    with jobs of `true`, often.  bcrun must not take that for the build
+    having the signal already: it passes it on, and make ends."""
+    names = [f"t{i}" for i in range(40000)]
+    (tmp_path / "Makefile").write_text(
+        f"all: {' '.join(names)}\n"
+        + "".join(f"{name}:\n\t@true\n" for name in names)
+        + f".PHONY: all {' '.join(names)}\n"
+    )
+    for attempt in range(5):
+        proc = bcrun.start("make", "-s", "-j2", "-C", str(tmp_path))
+        time.sleep(1.0 + attempt * 0.137)
+        proc.send_signal(sig)
+        assert proc.wait(10) == -sig
+    assert bcrun.leftovers() == []
