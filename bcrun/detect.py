@@ -4,8 +4,8 @@
 
 1. its executable holds the string ``BUILDSOCKET``: a patched tool, which
    gets the protocol;
-2. GNU make 4.2 or later (``make --version``): a jobserver on a pipe
-   (braked while shrinking: see bcrun.jobserver);
+2. GNU make 4.2 or later (``make --version``): a jobserver on a pipe, on
+   a fifo from 4.4 (braked while shrinking: see bcrun.jobserver);
 3. ninja 1.13 or later (``ninja --version``): a jobserver on a fifo;
 4. cargo: a jobserver on two pipes, which bcrun routes;
 5. ``cmake --build DIR``: what the build tool in DIR's CMakeCache.txt gets;
@@ -151,13 +151,12 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         tool = f"GNU make {'.'.join(map(str, number))}"
         makes = frozenset({"make", "gmake", path.name})
         if number >= (4, 2):
-            # A pipe even for 4.4, which takes a fifo too: 4.3 and 4.4 alike,
-            # and nothing by name that a later bcrun could remove.
+            # 4.4 takes a fifo, which a ninja it runs can join too.
             return Plan(
                 "jobserver",
                 tool,
                 "a jobserver client",
-                "pipe",
+                "fifo" if number >= (4, 4) else "pipe",
                 argv,
                 clients=makes,
             )

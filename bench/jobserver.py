@@ -10,8 +10,8 @@ the tests' harness), ninja-pypi.  For each, a build of 12 jobs of 0.5-1 s:
 - shrink: count 4, then 1: jobs started while 1 or more ran after it, and the
   time until the build last ran more than 1 job.
 
-bcrun's owner is the real bcrun (a braked pipe for make and PyPI ninja, a
-braked fifo for upstream ninja); the naive owner is the textbook one: one pipe or
+bcrun's owner is the real bcrun (a braked pipe for make 4.3 and PyPI
+ninja, a braked fifo for make 4.4.1 and upstream ninja); the naive owner is the textbook one: one pipe or
 fifo, and on a shrink it waits in select() and reads what it can.
 """
 
