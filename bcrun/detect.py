@@ -38,6 +38,11 @@ Via = Literal["protocol", "jobserver", "none"]
 #: the next word): a 'j' after one of them is part of its argument.
 _MAKE_ARG_OPTIONS = set("CfIoWE")
 
+#: Programs that join an inherited GNU make jobserver wherever they run in
+#: a build (ninja under make, make under ninja): each is counted, for the
+#: tokens its jobs hold, and braked while tokens are owed.
+JOBSERVER_CLIENTS = frozenset({"make", "gmake", "ninja", "cargo"})
+
 #: The reason of a plan for a command that does not exist: the launcher
 #: says so, with status 127.
 NOT_FOUND = "not found"
@@ -149,7 +154,6 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
     if version.startswith("GNU Make"):
         number = _version_tuple(version)
         tool = f"GNU make {'.'.join(map(str, number))}"
-        makes = frozenset({"make", "gmake", path.name})
         if number >= (4, 2):
             # 4.4 takes a fifo, which a ninja it runs can join too.
             return Plan(
@@ -158,7 +162,7 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
                 "a jobserver client",
                 "fifo" if number >= (4, 4) else "pipe",
                 argv,
-                clients=makes,
+                clients=JOBSERVER_CLIENTS | {path.name},
             )
         return Plan(
             "none", tool, "older than 4.2, which --jobserver-auth needs", argv=argv
@@ -176,7 +180,7 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
                 + (" (Kitware's, pipes too)" if pipes else ""),
                 "pipe" if pipes else "fifo",
                 argv,
-                clients=frozenset({"ninja", path.name}),
+                clients=JOBSERVER_CLIENTS | {path.name},
             )
         return Plan("none", tool, "unpatched, and no jobserver client", argv=argv)
     if name == "cargo":

@@ -191,7 +191,7 @@ class JobserverPool:
         can hold died with a client killed before it could give them back
         (SIGKILL; a make 4.4.1 sub-make on SIGINT), or are in a client's hands
         between taking a token and starting its job: only the first lasts.
-        None while shrinking, when tokens are meant to be missing.
+        0 while shrinking, when tokens are meant to be missing.
         """
         with self._lock:
             if self._deficit:

@@ -157,8 +157,10 @@ class SignalRelay:
         #: Signals that came before the build was started, passed on then.
         self._early: list[int] = []
         self._installed: list[int] = []
-        #: Signals the build was seen to catch.
+        #: Signals the build was seen to catch, and those it was then seen to
+        #: have stopped catching.
         self._caught = 0
+        self._reset: set[int] = set()
 
     def attach(self, pid: int) -> None:
         """The build has started as *pid*: signals go to it from now on."""
@@ -185,9 +187,16 @@ class SignalRelay:
         masks = read_signal_masks(self.pid)
         if masks is None:
             return False
-        return masks.has(masks.pending, sig) or (
-            masks.has(self._caught, sig) and not masks.has(masks.caught, sig)
-        )
+        if masks.has(masks.pending, sig):
+            return True
+        if sig in self._reset or not masks.has(self._caught, sig):
+            return False
+        if masks.has(masks.caught, sig):
+            return False
+        # Only the first time: a later one, sent to bcrun alone, is the user
+        # insisting, and kills make at once as it would without bcrun.
+        self._reset.add(sig)
+        return True
 
     def __enter__(self) -> SignalRelay:
         loop = asyncio.get_running_loop()

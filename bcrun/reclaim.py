@@ -58,7 +58,10 @@ class Client:
 
     @property
     def alive(self) -> bool:
-        return not select.select([self.pidfd], [], [], 0)[0]
+        # poll(), not select(): the pidfd may be 1024 or more.
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        return not poller.poll(0)
 
     @property
     def stopped(self) -> bool:

@@ -244,6 +244,23 @@ def test_a_signal_to_the_process_group_ends_the_build_as_without_bcrun(
     assert "Traceback" not in stderr
 
 
+def test_a_second_sigterm_to_bcrun_ends_make_at_once(bcrun, tmp_path):
+    """After the process group's SIGTERM, make waits for the job ignoring
+    it; a user who insists (kill PID) gets what make alone would do: it
+    dies at once."""
+    proc, log = _stubborn_build(bcrun, tmp_path, start_new_session=True)
+    os.killpg(proc.pid, signal.SIGTERM)
+    time.sleep(0.4)
+    assert proc.poll() is None, "make did not wait for the job ignoring it"
+    insisted = time.time()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == -signal.SIGTERM
+    assert time.time() - insisted < 1.0
+    assert "slow" not in _ended(log)
+    wait_until(lambda: "slow" in _ended(log), what="the orphaned job to end")
+    assert bcrun.leftovers() == []
+
+
 def test_sighup_to_bcrun_alone_is_passed_to_make(bcrun, tmp_path):
     """SIGHUP to bcrun only (kill -HUP PID): make gets it, lets its running
     jobs end (GNU make signals its jobs only on SIGTERM), starts no more,
