@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.test_fuzz import converse as converse_in_test  # noqa: E402
+from tests.integration.test_fuzz import first_line  # noqa: E402
 
 LINE_MAX = 256
 ENDINGS = [b"\r\n", b"\n", b"\r", b"\n\n", b"\r\r\n", b""]
@@ -133,15 +134,6 @@ def token_variant(rng: random.Random, server: Server) -> str:
     if kind == 5:
         return rng.choice([" 1-", "1- ", "01-", "1-0", server.token.upper()])
     return server.control[:-1] + "x"
-
-
-def first_line(data: bytes) -> str | None:
-    for part in re.split(rb"\r\n|\r|\n", data)[:-1]:
-        if len(part) > LINE_MAX:
-            return None
-        if part:
-            return part.decode("latin-1")
-    return None
 
 
 def build_input(rng: random.Random, server: Server) -> str | None:
