@@ -300,6 +300,9 @@ class JobserverUse:
     clients: int
     #: Jobs that hold a token: a client's children beyond its first.
     holding: int
+    #: Whether every client sleeps: one that runs, or waits to, may hold a
+    #: token it has just taken and not yet given a job.
+    settled: bool = True
 
 
 def jobserver_use(root: int, clients: frozenset[str]) -> JobserverUse:
@@ -309,4 +312,5 @@ def jobserver_use(root: int, clients: frozenset[str]) -> JobserverUse:
     children = children_map(processes)
     found = tools_under(processes, root, clients)
     holding = sum(max(len(children.get(pid, ())) - 1, 0) for pid in found)
-    return JobserverUse(len(found), holding)
+    settled = all(processes[pid].state == "S" for pid in found)
+    return JobserverUse(len(found), holding, settled)

@@ -28,7 +28,7 @@ from bcrun.guardian import Guardian
 from bcrun.instances import InstanceDir
 from bcrun.jobserver import JobserverPool
 from bcrun.launcher import ExitStatus, SignalRelay, spawn
-from bcrun.metrics import Metrics, Sampler, jobserver_use
+from bcrun.metrics import JobserverUse, Metrics, Sampler, jobserver_use
 from bcrun.policies import Policy, targets
 from bcrun.policies.memory import freeze_step
 from bcrun.priority import autogroup_niced
@@ -39,10 +39,11 @@ from bcrun.settings import Settings
 #: Seconds between two checks for jobserver tokens lost with a killed client.
 TOKEN_CHECK_S = 0.5
 #: A client holds a token for a moment between taking it and starting a
-#: job, and with short jobs it often does, longer on a busy machine (a
-#: build of 20,000 `true` jobs had a token "restored" that way, and ran
-#: above its count).  So tokens count as lost only when missing at each of
-#: CONFIRM_LOOKS more looks CONFIRM_S apart, at LOSS_CHECKS checks in a row.
+#: job, and with short jobs it often does (a build of 20,000 `true` jobs had
+#: a token "restored" that way, and ran above its count), longer on a busy
+#: machine; meanwhile it is not asleep.  So tokens count as lost only when
+#: missing at each of CONFIRM_LOOKS + 1 looks CONFIRM_S apart at which every
+#: client sleeps, at LOSS_CHECKS checks in a row.
 CONFIRM_LOOKS = 5
 CONFIRM_S = 0.05
 LOSS_CHECKS = 3
@@ -230,7 +231,7 @@ class Wrapper:
             await asyncio.sleep(TOKEN_CHECK_S)
             use = jobserver_use(root, self.control.clients)
             self.floor = use.clients
-            missing = await self.lasting_missing(root, use.holding)
+            missing = await self.lasting_missing(root, use)
             streak = [*streak, missing][-LOSS_CHECKS:] if missing else []
             if len(streak) == LOSS_CHECKS:
                 lost = min(streak)
@@ -252,18 +253,25 @@ class Wrapper:
                 )
                 reported = (count, use.clients)
 
-    async def lasting_missing(self, root: int, holding: int) -> int:
+    async def lasting_missing(self, root: int, use: JobserverUse) -> int:
         """The tokens missing at each of a few looks in a row: a client
-        holds one only for a moment between taking it and starting a job."""
+        holds one only for a moment between taking it and starting a job,
+        and while it does it is not asleep, so a look then says nothing."""
         assert self.pool is not None
-        missing = self.pool.missing(holding)
-        for _ in range(CONFIRM_LOOKS):
-            if not missing:
+        missing: int | None = None
+        looks = 0
+        for attempt in range(2 * CONFIRM_LOOKS + 1):
+            if attempt:
+                await asyncio.sleep(CONFIRM_S)
+                use = jobserver_use(root, self.control.clients)
+            if not use.settled:
+                continue
+            seen = self.pool.missing(use.holding)
+            missing = seen if missing is None else min(missing, seen)
+            looks += 1
+            if not missing or looks > CONFIRM_LOOKS:
                 break
-            await asyncio.sleep(CONFIRM_S)
-            holding = jobserver_use(root, self.control.clients).holding
-            missing = min(missing, self.pool.missing(holding))
-        return missing
+        return missing if missing and looks > CONFIRM_LOOKS else 0
 
     # -- control commands --------------------------------------------------
 
