@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bcrun.errors import RuntimeDirError
-from bcrun.proc import parse_stat, read_text
+from bcrun.proc import read_stat, read_text
 from bcrun.protocol import Token
 
 SOCKET_NAME = "sock"
@@ -236,11 +236,8 @@ def _owner_alive(directory: Path) -> bool:
 
 
 def _start_time(pid: int) -> float | None:
-    text = read_text(f"/proc/{pid}/stat")
-    try:
-        return None if text is None else parse_stat(text).start_s
-    except (IndexError, ValueError):
-        return None
+    stat = read_stat(pid)
+    return None if stat is None else stat.start_s
 
 
 def _build_alive(directory: Path) -> bool:

@@ -333,6 +333,15 @@ def parse_stat(text: str) -> ProcStat:
     )
 
 
+def read_stat(pid: int) -> ProcStat | None:
+    """One process's stat, or None if it is gone or unreadable."""
+    text = read_text(f"/proc/{pid}/stat")
+    try:
+        return None if text is None else parse_stat(text)
+    except (IndexError, ValueError):
+        return None
+
+
 def read_processes() -> dict[int, ProcStat]:
     """Every process this reader can see, by pid (one read each).
 

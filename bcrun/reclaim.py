@@ -35,7 +35,7 @@ from pathlib import Path
 
 from bcrun.buildtree import tools_under
 from bcrun.guardian import Guardian
-from bcrun.proc import parse_stat, read_processes, read_text
+from bcrun.proc import read_processes, read_stat
 
 #: Seconds between two looks for the build's clients while tokens are owed
 #: (a new sub-make is not braked before it is seen).
@@ -65,12 +65,8 @@ class Client:
 
     @property
     def stopped(self) -> bool:
-        try:
-            with open(f"/proc/{self.pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            return False
-        return fields[:1] == [b"T"]
+        stat = read_stat(self.pid)
+        return stat is not None and stat.state == "T"
 
     def resume(self) -> None:
         with contextlib.suppress(OSError):
@@ -101,10 +97,9 @@ class ClientBrake:
         if it is one of them (known at once)."""
         self._root, self._names = root, clients
         self._scanned = float("-inf")
-        stat = read_text(f"/proc/{root}/stat")
-        with contextlib.suppress(IndexError, ValueError):
-            if stat and parse_stat(stat).name in clients:
-                self.update(self._clients.keys() | {root})
+        stat = read_stat(root)
+        if stat is not None and stat.name in clients:
+            self.update(self._clients.keys() | {root})
 
     def scan_due(self) -> bool:
         return self._root is not None and time.monotonic() - self._scanned >= SCAN_S
