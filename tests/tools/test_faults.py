@@ -280,7 +280,9 @@ def test_a_signal_to_bcrun_alone_reaches_a_make_busy_starting_jobs(
 ):
     """GNU make blocks these signals for a moment around each job it starts:
     with jobs of `true`, often.  bcrun must not take that for the build
-    having the signal already: it passes it on, and make ends."""
+    having the signal already: it passes it on, and make ends (of the
+    signal, or with status 2 when it caught it while a job was starting:
+    seen once in CI for SIGHUP), where before it ran on to the end."""
     names = [f"t{i}" for i in range(40000)]
     (tmp_path / "Makefile").write_text(
         f"all: {' '.join(names)}\n"
@@ -291,5 +293,5 @@ def test_a_signal_to_bcrun_alone_reaches_a_make_busy_starting_jobs(
         proc = bcrun.start("make", "-s", "-j2", "-C", str(tmp_path))
         time.sleep(1.0 + attempt * 0.137)
         proc.send_signal(sig)
-        assert proc.wait(10) == -sig
+        assert proc.wait(10) in (-sig, 2)
     assert bcrun.leftovers() == []
