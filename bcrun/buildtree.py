@@ -74,12 +74,17 @@ def tools_under(
 
 
 def build_use(
-    processes: Mapping[int, ProcStat], root: int, tools: frozenset[str] = TOOLS
+    processes: Mapping[int, ProcStat],
+    root: int,
+    tools: frozenset[str] = TOOLS,
+    children: Mapping[int, list[int]] | None = None,
 ) -> BuildUse:
-    """Split the tree under *root* into jobs; empty if *root* is gone."""
+    """Split the tree under *root* into jobs; empty if *root* is gone.
+    *children* is :func:`children_map` of *processes*, if already made."""
     if root not in processes:
         return BuildUse((), frozenset(), 0, 0.0, 0, 0)
-    children = children_map(processes)
+    if children is None:
+        children = children_map(processes)
     pids = subtree(root, children)
     has_tool = {pid: False for pid in pids}
     # Children come after their parents in pids: walk it backwards.
@@ -119,3 +124,40 @@ def build_use(
         rss_bytes=sum(processes[pid].rss_bytes for pid in pids),
         runnable=sum(processes[pid].state == "R" for pid in pids),
     )
+
+
+#: What every bcrun running a build calls itself (/proc/PID/comm), so that
+#: builds find each other in the process table, whoever runs them.
+BCRUN = "bcrun"
+
+
+def peer_bcruns(
+    processes: Mapping[int, ProcStat], me: int, mine: frozenset[int]
+) -> list[int]:
+    """The other bcrun processes that run builds of their own: not *me*, not
+    in my build (*mine*), not above me, and not inside another bcrun's build
+    (a nested bcrun's jobs are its outer build's)."""
+    above: set[int] = set()
+    pid = me
+    while pid in processes and pid not in above:
+        above.add(pid)
+        pid = processes[pid].ppid
+
+    def nested(pid: int) -> bool:
+        seen = {pid}
+        pid = processes[pid].ppid
+        while pid in processes and pid not in seen:
+            if processes[pid].name == BCRUN:
+                return True
+            seen.add(pid)
+            pid = processes[pid].ppid
+        return False
+
+    return [
+        pid
+        for pid, process in processes.items()
+        if process.name == BCRUN
+        and pid not in above
+        and pid not in mine
+        and not nested(pid)
+    ]

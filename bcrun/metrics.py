@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from bcrun import proc
 from bcrun.buildtree import (
@@ -20,6 +21,7 @@ from bcrun.buildtree import (
     Job,
     build_use,
     children_map,
+    peer_bcruns,
     tools_under,
 )
 from bcrun.errors import MetricsError
@@ -33,6 +35,28 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@dataclass(frozen=True)
+class PeerBuild:
+    """Another bcrun's build on this machine, as the process table shows it."""
+
+    pid: int
+    #: Seconds after boot its bcrun started, and how long ago that was.
+    start_s: float
+    age_s: float
+    #: Its runnable load: runnable tasks at either of the last two looks,
+    #: or the CPUs it kept busy, the larger; and the most of the last
+    #: PEER_WINDOW_S and of the last LONG_WINDOW_S (a build's tool can be
+    #: slow to start the next job on a busy machine: a dip is not a step).
+    load: float
+    load_recent: float = 0.0
+    load_peak: float = 0.0
+
+    @property
+    def key(self) -> tuple[float, int]:
+        """Its place among builds: the oldest first."""
+        return (self.start_s, self.pid)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Metrics:
     """One sample of the machine and the build, units in the names.
@@ -43,17 +67,33 @@ class Metrics:
 
     time_s: float = 0.0
     cpus: int = 1
+    #: The CPUs this build may really use: its affinity, and its cgroups'
+    #: cpusets and quotas up the chain (a quota may make it a fraction).
+    cpu_capacity: float | None = None
+    #: Where that came from: "cfs quota of /sys/fs/cgroup/cpu/ci: 1 CPU".
+    cpu_capacity_source: str = ""
+    #: CPU-seconds a second the binding quota held back: now (seen at two
+    #: looks in a row) and the most over the last THROTTLE_WINDOW_S.
+    cpu_throttled: float | None = None
+    cpu_throttled_peak: float | None = None
     load1: float = 0.0
     load5: float = 0.0
     load15: float = 0.0
     #: Runnable processes, smoothed over the last few samples.
     runnable: float = 0.0
-    #: Load that is not the build's: its runnable processes (those seen at
-    #: two ticks in a row) or the CPUs it kept busy, the larger, smoothed
-    #: over the last few samples.
+    #: Load that is no bcrun build's: runnable processes seen at each look
+    #: of the last SCAN_PERSIST_S, or the CPUs kept busy in each interval
+    #: of the last CPU_PERSIST_S, the larger.  A burst shorter than that
+    #: is not load: it is over before a count could follow it.
     external_load: float = 0.0
-    #: The highest external load of the last few seconds (PEAK_WINDOW_S).
+    #: The highest external load of the last PEAK_WINDOW_S, and of the
+    #: last LONG_WINDOW_S: growth by a job or two waits for the long calm.
     external_load_peak: float | None = None
+    external_load_peak_long: float | None = None
+    #: The other bcrun builds here, which share the target with this one.
+    peers: tuple[PeerBuild, ...] = ()
+    #: This build's place among them (see :attr:`PeerBuild.key`).
+    own_key: tuple[float, int] = (0.0, 0)
     #: CPUs busy, all processes.
     cpu_busy: float | None = None
     #: Share of time some (or all) tasks stalled for CPU, memory or I/O.
@@ -89,6 +129,10 @@ class Metrics:
             "runnable": self.runnable,
             "external_load": self.external_load,
             "external_load_peak": self.external_load_peak,
+            "external_load_peak_long": self.external_load_peak_long,
+            "builds": len(self.peers) + 1,
+            "cpu_capacity": self.cpu_capacity,
+            "cpu_throttled": self.cpu_throttled,
             "load1": self.load1,
             "cpu_busy": self.cpu_busy,
             "build_cpu": self.build_cpu,
@@ -106,16 +150,50 @@ class Metrics:
         }
 
 
-#: Weight of the newest sample in the smoothed loads: a step in external load
-#: shows at half its size after one tick and at 7/8 after three.
+#: Weight of the newest sample in the smoothed runnable count (shown only).
 SMOOTHING = 0.5
 
+#: Seconds a process must be seen runnable, at every look, to be load; and
+#: an interval of CPU time (slower to tell: it sees threads the scan cannot).
+#: A burst shorter than these (0.3 s every 2 s) is never load.
+SCAN_PERSIST_S = 0.5
+CPU_PERSIST_S = 1.0
+
 #: Seconds over which the external load's peak is kept: growth waits until
-#: a calm has lasted this long.
-PEAK_WINDOW_S = 3.0
+#: the room has lasted this long; a small growth, which noise could undo,
+#: waits for the room to have lasted the longer window.
+PEAK_WINDOW_S = 0.5
+LONG_WINDOW_S = 5.0
+PEER_WINDOW_S = 2.0
+
+#: Seconds over which throttling by a quota holds growth back.
+THROTTLE_WINDOW_S = 10.0
 
 #: Finished jobs whose peak memory is remembered.
 JOB_HISTORY = 64
+
+
+class Window:
+    """The values of the last *span_s* seconds of samples (and the one
+    just before them), for the lowest or highest of them."""
+
+    def __init__(self, span_s: float) -> None:
+        self.span_s = span_s
+        self._values: deque[tuple[float, float]] = deque()
+
+    def add(self, time_s: float, value: float) -> None:
+        values = self._values
+        values.append((time_s, value))
+        # Keep one sample at or past the span, so that a span of one tick
+        # spans two looks whatever the jitter.
+        while len(values) > 1 and values[1][0] <= time_s - self.span_s * 0.9:
+            values.popleft()
+
+    def lowest(self) -> float:
+        return min(value for _, value in self._values)
+
+    def highest(self) -> float:
+        return max(value for _, value in self._values)
 
 
 class Sampler:
@@ -137,10 +215,14 @@ class Sampler:
         self._cgroups = proc.memory_cgroups()
         self._previous: _Counters | None = None
         self._runnable: float | None = None
-        #: Runnable tasks not the build's at the previous tick.
-        self._others = 0
-        self._external: float | None = None
-        self._recent_external: deque[tuple[float, float]] = deque()
+        self._scanned = Window(SCAN_PERSIST_S)
+        self._busy = Window(CPU_PERSIST_S)
+        self._external = Window(PEAK_WINDOW_S)
+        self._external_long = Window(LONG_WINDOW_S)
+        self._throttled = Window(THROTTLE_WINDOW_S)
+        #: Each peer's CPU seconds and runnable tasks at the last look, and
+        #: its recent loads.
+        self._peers: dict[int, tuple[float, int, Window, Window]] = {}
         #: Peak memory of each running job, and of the last finished ones.
         self._job_peaks: dict[int, int] = {}
         self._finished_peaks: deque[int] = deque(maxlen=JOB_HISTORY)
@@ -153,9 +235,15 @@ class Sampler:
         if load is None or memory is None:
             raise MetricsError("cannot read /proc/loadavg or /proc/meminfo")
         processes = proc.read_processes()
+        children = children_map(processes)
         build = BuildUse((), frozenset(), 0, 0.0, 0, 0)
         if self.root is not None:
-            build = build_use(processes, self.root, self.tools)
+            build = build_use(processes, self.root, self.tools, children)
+        me = os.getpid()
+        peer_uses = {
+            pid: build_use(processes, pid, TOOLS, children)
+            for pid in peer_bcruns(processes, me, build.pids)
+        }
         counters = _Counters(
             time_s=now,
             cpu_busy_s=proc.read_cpu_busy_s(),
@@ -166,35 +254,38 @@ class Sampler:
         )
         previous, self._previous = self._previous, counters
         rates = counters.rates_since(previous)
-        # Runnable tasks from the same scan as the build's, so the two agree;
-        # bcrun itself (reading now) is not one of them.
-        me = os.getpid()
+        peers = self._peer_builds(processes, peer_uses, rates.elapsed_s)
+        # Runnable tasks from the same scan as the builds', so the two
+        # agree; bcrun itself (reading now) is not one of them.
+        theirs = build.pids.union(*(use.pids for use in peer_uses.values()))
         others = sum(
-            process.state == "R" and pid not in build.pids and pid != me
+            process.state == "R" and pid not in theirs and pid != me
             for pid, process in processes.items()
         )
         runnable = others + build.runnable
-        # A process that runs for an instant (a shell command, a status
-        # query) is not load: only what ran at two ticks in a row counts.
-        external = float(min(others, self._others))
-        self._others = others
+        self._scanned.add(now, others)
+        external = self._scanned.lowest()
         if rates.cpu_busy is not None and rates.build_cpu is not None:
             # CPU time catches what the scan cannot see (busy threads of a
-            # sleeping main thread) and what ran between two ticks.
-            busy = rates.cpu_busy - rates.build_cpu - rates.own_cpu
-            external = max(external, busy)
+            # sleeping main thread) and what ran between two looks.
+            busy = (
+                rates.cpu_busy
+                - rates.build_cpu
+                - rates.own_cpu
+                - sum(peer.cpu for peer in peers)
+            )
+            self._busy.add(now, max(busy, 0.0))
+            external = max(external, self._busy.lowest())
         self._runnable = _smooth(self._runnable, runnable)
-        self._external = _smooth(self._external, external)
-        recent = self._recent_external
-        recent.append((now, self._external))
-        while recent[0][0] < now - PEAK_WINDOW_S:
-            recent.popleft()
+        self._external.add(now, external)
+        self._external_long.add(now, external)
         total, available, limit = memory.total_bytes, memory.available_bytes, None
         cgroup = proc.read_cgroup_memory(self._cgroups)
         if cgroup is not None and cgroup.limit_bytes < total:
             total, limit = cgroup.limit_bytes, cgroup.limit_bytes
             available = min(available, cgroup.available_bytes)
         local = time.localtime()
+        own = processes.get(me)
         return Metrics(
             time_s=now,
             cpus=usable_cpus(),
@@ -202,8 +293,11 @@ class Sampler:
             load5=load.load5,
             load15=load.load15,
             runnable=round(self._runnable, 3),
-            external_load=round(self._external, 3),
-            external_load_peak=round(max(value for _, value in recent), 3),
+            external_load=round(external, 3),
+            external_load_peak=round(self._external.highest(), 3),
+            external_load_peak_long=round(self._external_long.highest(), 3),
+            peers=tuple(peer.build for peer in peers),
+            own_key=(own.start_s if own else 0.0, me),
             cpu_busy=rates.cpu_busy,
             psi_cpu_some=rates.pressure_some.get("cpu"),
             psi_memory_some=rates.pressure_some.get("memory"),
@@ -221,6 +315,43 @@ class Sampler:
             weekday=local.tm_wday,
             minute_of_day=local.tm_hour * 60 + local.tm_min,
         )
+
+    def _peer_builds(
+        self,
+        processes: dict[int, proc.ProcStat],
+        uses: dict[int, BuildUse],
+        elapsed_s: float | None,
+    ) -> list[_Peer]:
+        """The peers' builds, their CPU rates from the last look's."""
+        boot_now = time.clock_gettime(time.CLOCK_BOOTTIME)
+        found = []
+        last, self._peers = self._peers, {}
+        for pid, use in uses.items():
+            # The peer's bcrun itself, sampling, is not its build's load.
+            runnable = use.runnable - (processes[pid].state == "R")
+            before = last.get(pid)
+            cpu = 0.0
+            if before is not None and elapsed_s:
+                cpu = max(use.cpu_s - before[0], 0.0) / elapsed_s
+            seen = max(runnable, before[1] if before else runnable)
+            load = max(seen, cpu)
+            recent, loads = (
+                before[2:] if before else (Window(PEER_WINDOW_S), Window(LONG_WINDOW_S))
+            )
+            recent.add(boot_now, load)
+            loads.add(boot_now, load)
+            self._peers[pid] = (use.cpu_s, runnable, recent, loads)
+            start = processes[pid].start_s
+            build = PeerBuild(
+                pid=pid,
+                start_s=start,
+                age_s=round(boot_now - start, 2),
+                load=round(load, 3),
+                load_recent=round(recent.highest(), 3),
+                load_peak=round(loads.highest(), 3),
+            )
+            found.append(_Peer(build, cpu))
+        return found
 
     def _job_peak(self, jobs: tuple[Job, ...]) -> int | None:
         """The most memory a finished job of this build took: a running job
@@ -244,8 +375,15 @@ def _own_cpu_s() -> float:
     return times.user + times.system
 
 
+class _Peer(NamedTuple):
+    build: PeerBuild
+    #: CPUs its tree kept busy since the last look.
+    cpu: float
+
+
 @dataclass(frozen=True)
 class _Rates:
+    elapsed_s: float | None = None
     cpu_busy: float | None = None
     build_cpu: float | None = None
     own_cpu: float = 0.0
@@ -283,6 +421,7 @@ class _Counters:
                 some[resource] = min((now.some_us - before.some_us) / elapsed / 1e6, 1)
                 full[resource] = min((now.full_us - before.full_us) / elapsed / 1e6, 1)
         return _Rates(
+            elapsed_s=elapsed,
             cpu_busy=rate(self.cpu_busy_s, old.cpu_busy_s),
             build_cpu=rate(self.build_cpu_s, old.build_cpu_s),
             own_cpu=rate(self.own_cpu_s, old.own_cpu_s) or 0.0,

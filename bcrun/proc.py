@@ -342,6 +342,16 @@ def read_stat(pid: int) -> ProcStat | None:
         return None
 
 
+def name_self(name: str) -> None:
+    """Set this process's name as ps(1) and /proc/PID/stat show it (15
+    bytes at most); where that cannot be done, nothing happens."""
+    try:
+        with open(PROC / "self" / "comm", "w", encoding="ascii") as file:
+            file.write(name)
+    except OSError:
+        pass
+
+
 def read_processes() -> dict[int, ProcStat]:
     """Every process this reader can see, by pid (one read each).
 

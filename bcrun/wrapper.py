@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from bcrun.buildtree import TOOLS
+from bcrun.buildtree import BCRUN, TOOLS
 from bcrun.commands import HELP, Command, Dump, Help, New, Quit, SetJobs, Status
 from bcrun.detect import Plan
 from bcrun.errors import BcrunError, ControlError
@@ -32,6 +32,7 @@ from bcrun.metrics import JobserverUse, Metrics, Sampler, jobserver_use
 from bcrun.policies import Policy, targets
 from bcrun.policies.memory import freeze_step
 from bcrun.priority import autogroup_niced
+from bcrun.proc import name_self
 from bcrun.protocol import Token
 from bcrun.server import Build, Hub, describe_connections
 from bcrun.settings import Settings
@@ -338,6 +339,9 @@ async def run_build(
 ) -> ExitStatus:
     """Run the planned command under control until it ends; return how it
     ended."""
+    # Builds find each other by this name, whoever runs them (python3 -m
+    # bcrun is "python3" otherwise); see bcrun.policies.adaptive.
+    name_self(BCRUN)
     wrapper = Wrapper(control, Governor(policies, settings), verbose, trace)
     assert wrapper.hub.control_token is not None
     with (

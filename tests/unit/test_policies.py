@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
-from collections.abc import Iterable
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bcrun.buildtree import Job
 from bcrun.governor import Governor
-from bcrun.metrics import PEAK_WINDOW_S, Metrics
+from bcrun.metrics import LONG_WINDOW_S, PEAK_WINDOW_S, Metrics, PeerBuild
 from bcrun.policies import POLICIES, targets
-from bcrun.policies.adaptive import adaptive
+from bcrun.policies.adaptive import ROTATE_S, Share, adaptive, share
 from bcrun.policies.memory import freeze_step, memory
 from bcrun.policies.presence import presence
 from bcrun.policies.schedule import schedule
@@ -46,11 +51,13 @@ def loads(*externals: float, cpus: int = 8) -> list[Metrics]:
     """A series of ticks 0.5 s apart, with the peak the sampler would keep
     (the highest of the last PEAK_WINDOW_S)."""
     window = int(PEAK_WINDOW_S / 0.5)
+    long = int(LONG_WINDOW_S / 0.5)
     return [
         Metrics(
             cpus=cpus,
             external_load=external,
             external_load_peak=max(externals[max(i - window, 0) : i + 1]),
+            external_load_peak_long=max(externals[max(i - long, 0) : i + 1]),
         )
         for i, external in enumerate(externals)
     ]
@@ -78,16 +85,12 @@ def test_adaptive_gives_way_to_a_step_of_external_load_within_a_tick():
     assert counts[4] == 5  # the first tick that sees the load
 
 
-def test_adaptive_grows_back_in_bounded_steps_after_the_load_leaves():
-    counts = run_series("adaptive", loads(*[7.0] * 3, *[0.0] * 16), Settings(jobs=8))
+def test_adaptive_grows_back_at_once_after_a_calm_of_one_look():
+    counts = run_series("adaptive", loads(*[7.0] * 3, *[0.0] * 6), Settings(jobs=8))
     assert counts[2] == 1
-    # Growth waits for a calm of PEAK_WINDOW_S, then goes a quarter of the
-    # target per tick.
-    calm = int(PEAK_WINDOW_S / 0.5)
-    assert counts[2 + calm] == 1
-    rises = [b - a for a, b in itertools.pairwise(counts[2:])]
-    assert max(rises) <= 2
-    assert counts[-1] == 8
+    # The peak of the last PEAK_WINDOW_S still holds it at the first calm look.
+    assert counts[3] == 1
+    assert counts[4:] == [8] * 5
 
 
 def test_adaptive_does_not_flap_on_noise():
@@ -99,13 +102,6 @@ def test_adaptive_does_not_flap_on_noise():
     assert counts[-1] in (5, 6)
 
 
-def test_adaptive_rides_out_a_spike_of_one_tick_briefly():
-    series = loads(*[0.0] * 4, 6.0, *[0.0] * 14)
-    counts = run_series("adaptive", series, Settings(jobs=8))
-    assert counts[4] == 2
-    assert counts[-1] == 8
-
-
 def test_adaptive_never_starves_the_build():
     counts = run_series("adaptive", [load(50.0)] * 5, Settings(jobs=8))
     assert counts == [1] * 5
@@ -113,9 +109,217 @@ def test_adaptive_never_starves_the_build():
 
 def test_adaptive_target_is_the_load_setting():
     decision = adaptive(load(1.0), 8, Settings(jobs=8, load=4.0))
-    assert decision.jobs == 3
+    assert decision.jobs == 3  # half a job of the external load is noise
     assert decision.reason.startswith("adaptive: ")
-    assert "target 4" in decision.reason
+    assert "target 4 (--load 4)" in decision.reason
+    assert adaptive(load(0.5), 8, Settings(jobs=8, load=4.0)).jobs == 4
+
+
+def test_adaptive_target_is_the_cpu_capacity_a_fraction_kept():
+    """A quota of 1.5 CPUs: a target of 1.5, one job (a second would only be
+    throttled); the reason says where the target came from."""
+    source = "cpu.max of /sys/fs/cgroup/ci.slice: 1.5 CPUs"
+    metrics = Metrics(cpus=2, cpu_capacity=1.5, cpu_capacity_source=source)
+    decision = adaptive(metrics, 2, Settings(jobs=2))
+    assert decision.jobs == 1
+    assert f"target 1.5 ({source})" in decision.reason
+    assert adaptive(replace(metrics, cpu_capacity=4.0), 1, Settings(jobs=2)).jobs == 4
+
+
+def test_adaptive_takes_a_job_off_while_the_quota_throttles_and_holds_after():
+    running = tuple(job(pid, 0) for pid in range(4))
+    throttled = Metrics(
+        cpus=8,
+        cpu_capacity=4.0,
+        jobs=running,
+        cpu_throttled=1.2,
+        cpu_throttled_peak=1.2,
+    )
+    decision = adaptive(throttled, 4, Settings(jobs=4))
+    assert decision.jobs == 3
+    assert "throttled 1.2 CPU by the quota" in decision.reason
+    # Still throttled while the four jobs run: not one fewer each tick.
+    assert adaptive(throttled, 3, Settings(jobs=4)).jobs == 3
+    after = replace(throttled, cpu_throttled=0.0, jobs=running[:3])
+    assert adaptive(after, 3, Settings(jobs=4)).jobs == 3
+    calm = replace(after, cpu_throttled_peak=0.0)
+    assert adaptive(calm, 3, Settings(jobs=4)).jobs == 4
+
+
+# -- adaptive: sharing the target between builds --------------------------------
+
+
+def peer(pid: int, load: float, start: float = 0.0, age: float = 60.0) -> PeerBuild:
+    return PeerBuild(pid=pid, start_s=start, age_s=age, load=load)
+
+
+def test_builds_split_the_target_evenly():
+    peers = (peer(2, 8.0),)
+    assert share(8.0, peers, (0.0, 1), 0.0) == Share(4, 2)
+    assert share(32.0, (peer(2, 30), peer(3, 30)), (0.0, 1), 0.0).jobs == 11
+    assert share(32.0, (peer(2, 30), peer(3, 30)), (0.0, 4), 0.0).jobs == 10
+
+
+@given(
+    room=st.floats(1.0, 64.0),
+    n=st.integers(1, 6),
+    loads=st.lists(st.floats(0.0, 64.0), min_size=6, max_size=6),
+    time_s=st.floats(0.0, 1e6),
+)
+def test_builds_that_see_the_same_machine_agree_on_a_split_of_the_room(
+    room: float, n: int, loads: list[float], time_s: float
+):
+    """Each build computes its part alone.  When all want more, the parts
+    add up to the room in whole jobs; whatever the others use, no build's
+    part is below an even split."""
+    builds = [peer(pid, load, start=pid * 0.5) for pid, load in enumerate(loads[:n])]
+    parts = {}
+    for me in builds:
+        others = tuple(b for b in builds if b is not me)
+        parts[me.pid] = share(room, others, me.key, time_s).jobs
+    assert all(part >= math.floor(room / n) for part in parts.values())
+    if all(b.load > room / n - 1 for b in builds):
+        assert sum(parts.values()) == math.floor(room + 1e-9)
+
+
+def test_a_build_that_cannot_use_its_share_leaves_it_and_gets_it_back():
+    linking = peer(2, 1.0)  # a serial link: one job
+    assert share(8.0, (linking,), (0.0, 1), 0.0).jobs == 7
+    compiling = peer(2, 6.0)
+    assert share(8.0, (compiling,), (0.0, 1), 0.0).jobs == 4
+
+
+def test_a_new_build_gets_its_share_before_it_has_used_it():
+    starting = peer(2, 0.0, start=100.0, age=0.5)
+    assert share(8.0, (starting,), (0.0, 1), 0.0).jobs == 4
+
+
+def test_a_peer_never_costs_more_than_its_load_as_external_load_would():
+    """A process named bcrun with no build (bcrun serve, a fake) costs
+    nothing; one with a load costs at most that load."""
+    assert share(8.0, (peer(2, 0.0), peer(3, 0.0)), (0.0, 1), 0.0).jobs == 8
+    for load in (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 20.0):
+        part = share(8.0, (peer(2, load),), (0.0, 1), 0.0).jobs
+        assert part >= min(math.floor(8.0 - load), 4)
+
+
+def test_an_uneven_split_turns_so_that_time_means_come_out_even():
+    """8 between 3 builds: 3, 3 and 2 at a time, in turns of ROTATE_S."""
+    keys = [(0.0, 1), (0.0, 2), (0.0, 3)]
+    means = []
+    for key in keys:
+        others = tuple(peer(pid, 3.0) for _, pid in keys if (0.0, pid) != key)
+        parts = [share(8.0, others, key, t * ROTATE_S).jobs for t in range(3)]
+        means.append(sum(parts) / 3)
+        assert sorted(parts) == [2, 3, 3]
+    assert means == [8 / 3] * 3
+
+
+def simulate(
+    builds: int,
+    target: float,
+    seconds: float,
+    external: Callable[[float], float] = lambda t: 0.0,
+    job_s: float = 0.8,
+    tick_s: float = 0.5,
+    starts: Sequence[float] = (),
+) -> list[list[tuple[float, int, int]]]:
+    """Builds of jobs that each last *job_s*, one governor each, ticking a
+    little out of step; each sees the others' running jobs as their load,
+    and *external* as it would be seen (a load lasting at least two looks).
+    Returns each build's (time, count, running) per tick."""
+    settings = Settings(jobs=2, load=target)
+    governors = [Governor([POLICIES["adaptive"]], settings) for _ in range(builds)]
+    starts = list(starts) or [0.0] * builds
+    running: list[list[float]] = [[] for _ in range(builds)]  # end times
+    history: list[list[tuple[float, int, int]]] = [[] for _ in range(builds)]
+    step = tick_s / builds
+    t = 0.0
+    while t < seconds:
+        for b, governor in enumerate(governors):
+            phase = t + b * step
+            if phase < starts[b]:
+                continue
+            running[b] = [end for end in running[b] if end > phase]
+
+            def seen(t: float) -> float:
+                return min(external(t), external(t - tick_s))
+
+            peers = tuple(
+                PeerBuild(
+                    pid=o + 1,
+                    start_s=starts[o],
+                    age_s=phase - starts[o],
+                    load=float(len(running[o])),
+                )
+                for o in range(builds)
+                if o != b and starts[o] <= phase
+            )
+            governor.decide(
+                Metrics(
+                    time_s=phase,
+                    cpus=2,
+                    external_load=seen(phase),
+                    external_load_peak=max(seen(phase), seen(phase - tick_s)),
+                    external_load_peak_long=max(
+                        seen(phase - k * tick_s) for k in range(int(5 / tick_s) + 1)
+                    ),
+                    peers=peers,
+                    own_key=(starts[b], b + 1),
+                )
+            )
+            # The build starts jobs up to its count at once (make does).
+            while len(running[b]) < governor.count:
+                running[b].append(phase + job_s)
+            history[b].append((phase, governor.count, len(running[b])))
+        t += tick_s
+    return history
+
+
+def changes_per_minute(history: list[tuple[float, int, int]]) -> float:
+    counts = [count for _, count, _ in history]
+    changes = sum(a != b for a, b in itertools.pairwise(counts))
+    return changes / (history[-1][0] - history[0][0]) * 60
+
+
+@pytest.mark.parametrize(
+    ("builds", "target"), [(2, 8), (3, 8), (4, 8), (2, 32), (3, 32)]
+)
+def test_simulated_builds_share_fairly_fill_the_target_and_stay_calm(builds, target):
+    history = simulate(builds, target, seconds=60.0)
+    means = [statistics.mean(r for _, _, r in h[4:]) for h in history]
+    assert min(means) >= 0.8 * max(means), means
+    assert sum(means) >= 0.9 * target, means
+    assert all(changes_per_minute(h) <= 6 for h in history)
+
+
+def test_simulated_builds_give_way_to_external_load_and_take_it_back():
+    def burners(t: float) -> float:
+        return 4.0 if 10.0 <= t < 20.0 else 0.0
+
+    history = simulate(2, 8, seconds=30.0, external=burners)
+    for h in history:
+        down = next(t for t, count, _ in h if t >= 10.0 and count <= 2)
+        back = next(t for t, count, _ in h if t >= 20.0 and count >= 4)
+        assert down - 10.0 <= 1.0
+        assert back - 20.0 <= 1.5
+        assert changes_per_minute(h) <= 6
+
+
+def test_simulated_builds_do_not_chase_bursts():
+    def bursts(t: float) -> float:
+        return 6.0 if t % 2.0 < 0.3 else 0.0
+
+    history = simulate(2, 8, seconds=60.0, external=bursts)
+    assert all(changes_per_minute(h) <= 2 for h in history)
+
+
+def test_a_late_build_gets_its_share_and_the_first_gives_it_back():
+    history = simulate(2, 8, seconds=20.0, starts=[0.0, 5.0])
+    first, second = history
+    assert all(c == 8 for t, c, _ in first if 3.0 < t < 5.0)
+    assert all(c == 4 for t, c, _ in first if t > 6.0)
+    assert all(c == 4 for t, c, _ in second if t > 6.0)
 
 
 # -- memory ----------------------------------------------------------------------
@@ -341,8 +545,8 @@ RECORDED = Path(__file__).parent / "data" / "adaptive-burners.jsonl"
 
 def test_adaptive_replays_a_recorded_build_under_a_competing_load():
     """A trace bcrun recorded (bench/adaptive.py, 2 CPUs): two CPU burners
-    ran from about 4 s to 20 s.  Replayed through the policy, it gives the
-    counts bcrun sent, drops within 2 s of the load and comes back after it."""
+    ran from about 4 s to 20 s.  Replayed through the policy, the count
+    drops within a second of the load and comes back within 1.5 s of its end."""
     ticks = [json.loads(line) for line in RECORDED.read_text().splitlines()]
     series = [
         Metrics(
@@ -353,15 +557,14 @@ def test_adaptive_replays_a_recorded_build_under_a_competing_load():
         for t in ticks
     ]
     counts = run_series("adaptive", series, Settings(jobs=2))
-    assert counts == [t["jobs"] for t in ticks]
-    loaded = next(t["elapsed_s"] for t in ticks if t["external_load"] > 0.5)
+    loaded = next(t["elapsed_s"] for t in ticks if t["external_load"] > 1.0)
     dropped = next(t["elapsed_s"] for t, c in zip(ticks, counts, strict=True) if c == 1)
-    assert dropped - loaded < 2.0
-    calm = max(t["elapsed_s"] for t in ticks if t["external_load"] > 1.0)
+    assert dropped - loaded < 1.0
+    calm = max(t["elapsed_s"] for t in ticks if t["external_load_peak"] > 1.0)
     assert counts[-1] == 2
     back = next(
         t["elapsed_s"]
         for t, c in zip(ticks, counts, strict=True)
         if t["elapsed_s"] > calm and c == 2
     )
-    assert back - calm < PEAK_WINDOW_S + 2
+    assert back - calm < 1.5
