@@ -150,11 +150,14 @@ def test_the_sampler_sees_a_real_build_burning_cpu():
     # This process plays the build tool; a shell loop is its job.
     me = proc.read_processes()[os.getpid()].name
     with subprocess.Popen(["sh", "-c", "while :; do :; done"]) as child:
-        sampler = Sampler(root=os.getpid(), tools=frozenset({me}))
-        sampler.sample()
-        time.sleep(1.0)
-        metrics = sampler.sample()
-        child.kill()
+        # Killed whatever happens: Popen's exit waits for it.
+        try:
+            sampler = Sampler(root=os.getpid(), tools=frozenset({me}))
+            sampler.sample()
+            time.sleep(1.0)
+            metrics = sampler.sample()
+        finally:
+            child.kill()
     assert metrics.build_cpu is not None and metrics.build_cpu > 0.5
     assert any(job.pid == child.pid for job in metrics.jobs)
     # A running job may still grow: only a finished one gives the size.
