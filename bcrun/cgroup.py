@@ -1,6 +1,6 @@
-"""Readers of this process's cgroups: its true memory limit.
+"""Readers of this process's cgroups: its true CPU capacity and memory limit.
 
-A container sees the host's memory in /proc; what it may use is
+A container sees the host's CPUs and memory in /proc; what it may use is
 set in its cgroups, on its own cgroup or on any ancestor (Kubernetes puts
 the limits on the pod's cgroup, not the container's).  So every reader
 here walks the chain from this process's cgroup up to the top of what is
@@ -22,9 +22,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
-from bcrun.proc import PROC, read_text
+from bcrun.proc import PROC, Pressure, parse_pressure, read_text
 from bcrun.units import format_size
 
 #: cgroup v1 reports "no limit" as a huge page-aligned number.
@@ -167,6 +167,191 @@ def _inside(root: str, point: Path, path: str) -> Path | None:
         return None
     relative = path[len(root) :] if root != "/" else path
     return point / relative.lstrip("/")
+
+
+# -- CPU limits -----------------------------------------------------------------
+
+
+class CpuLimit(NamedTuple):
+    """The CPUs this process may use, and which limit says so."""
+
+    #: Perhaps a fraction: a quota of 150 ms per 100 ms is 1.5 CPUs.
+    cpus: float
+    #: ``cpu.max of /sys/fs/cgroup/ci.slice: 1.5 CPUs``, ``affinity: 2 CPUs``.
+    source: str
+    #: The cgroup directory whose quota binds, where :func:`read_cpu_stat`
+    #: and :func:`read_cpu_pressure` look; None when a cpuset or the
+    #: affinity binds.
+    quota_dir: Path | None = None
+
+
+def parse_cpu_max(text: str) -> float | None:
+    """CPUs of a v2 ``cpu.max``: ``150000 100000`` is 1.5, ``max 100000``
+    is None (no limit)."""
+    quota, period = text.split()
+    if quota == "max":
+        return None
+    return _cpus(int(quota), int(period))
+
+
+def parse_cfs_quota(quota_text: str, period_text: str) -> float | None:
+    """CPUs of v1 ``cpu.cfs_quota_us`` and ``cpu.cfs_period_us``; a quota
+    of -1 is None (no limit)."""
+    return _cpus(int(quota_text), int(period_text))
+
+
+def _cpus(quota_us: int, period_us: int) -> float | None:
+    if quota_us <= 0 or period_us <= 0:
+        return None
+    return quota_us / period_us
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """The CPUs of a cpuset list, ``0-3,8,10-11`` (cpuset(7), "List format")."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
+
+
+def read_cpu_limit(cgroups: Cgroups, affinity: int) -> CpuLimit:
+    """The fewest CPUs any limit leaves this process: the CPU quota and the
+    cpuset of its cgroup and of every ancestor, and its *affinity* (the
+    number of CPUs in ``os.sched_getaffinity(0)``).
+
+    On a tie the affinity is named (the top cpuset has every CPU), then a
+    quota (so that :func:`read_cpu_stat` follows it), then the level
+    nearest the process.
+    """
+    limits = [CpuLimit(float(affinity), _cpu_source("affinity", affinity))]
+    if cgroups.cpu is not None:
+        limits += _quotas(cgroups.cpu)
+    if cgroups.cpuset is not None:
+        limits += _cpusets(cgroups.cpuset)
+    # min() keeps the first of equals.
+    return min(limits, key=lambda limit: limit.cpus)
+
+
+def _quotas(cpu: Cgroup) -> list[CpuLimit]:
+    """The CPU quotas on *cpu*'s chain, leaf first."""
+    limits = []
+    for level in cpu.levels():
+        if cpu.version == 2:
+            name, cpus = "cpu.max", _parsed(parse_cpu_max, level / "cpu.max")
+        else:
+            name = "cfs quota"
+            cpus = _parsed(
+                parse_cfs_quota, level / "cpu.cfs_quota_us", level / "cpu.cfs_period_us"
+            )
+        if cpus is not None:
+            limits.append(
+                CpuLimit(cpus, _cpu_source(f"{name} of {level}", cpus), level)
+            )
+    return limits
+
+
+def _cpusets(cpuset: Cgroup) -> list[CpuLimit]:
+    """The cpusets on *cpuset*'s chain, leaf first."""
+    names: tuple[str, ...] = ("cpuset.cpus.effective",)
+    if cpuset.version == 1:
+        # What the parents allow too; older kernels have only cpuset.cpus.
+        names = ("cpuset.effective_cpus", "cpuset.cpus")
+    limits = []
+    for level in cpuset.levels():
+        for name in names:
+            cpus = _parsed(parse_cpu_list, level / name)
+            if cpus is not None:
+                break
+        # An empty list is no limit: a v1 cpuset not set up yet.
+        if cpus:
+            count = len(cpus)
+            limits.append(
+                CpuLimit(float(count), _cpu_source(f"cpuset of {level}", count))
+            )
+    return limits
+
+
+def _cpu_source(where: str, cpus: float) -> str:
+    return f"{where}: {cpus:g} CPU{'' if cpus == 1 else 's'}"
+
+
+# -- CPU accounting ---------------------------------------------------------------
+
+
+class CpuStat(NamedTuple):
+    """CPU accounting of one cgroup, counted since it was made."""
+
+    #: CPU seconds its processes used; None on v1 where this process's
+    #: cpuacct hierarchy has no cgroup at the same path.
+    usage_s: float | None
+    #: Enforcement periods (``cpu.cfs_period_us`` each) in which it had
+    #: tasks to run, and those of them in which it ran out of quota.
+    periods: int
+    throttled_periods: int
+    #: Time its run queues spent throttled, summed over the CPUs: it may
+    #: pass the time elapsed.
+    throttled_s: float
+
+
+def parse_cpu_stat(text: str) -> CpuStat:
+    """A ``cpu.stat``: v2 (``usage_usec``, ``nr_periods``, ``nr_throttled``,
+    ``throttled_usec``) or v1 (``throttled_time`` in ns, no usage: that is
+    ``cpuacct.usage``, see Documentation/scheduler/sched-bwc.rst)."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.strip():
+            name, _, value = line.partition(" ")
+            values[name] = int(value)
+    if "throttled_usec" in values:
+        throttled_s = values["throttled_usec"] / 1e6
+    else:
+        throttled_s = values["throttled_time"] / 1e9
+    usage_us = values.get("usage_usec")
+    return CpuStat(
+        usage_s=None if usage_us is None else usage_us / 1e6,
+        periods=values["nr_periods"],
+        throttled_periods=values["nr_throttled"],
+        throttled_s=throttled_s,
+    )
+
+
+def read_cpu_stat(cgroups: Cgroups, limit: CpuLimit) -> CpuStat | None:
+    """The accounting of the cgroup whose quota is *limit* (from
+    :func:`read_cpu_limit`); None when no quota binds."""
+    cpu, level = cgroups.cpu, limit.quota_dir
+    if cpu is None or level is None:
+        return None
+    stat = _parsed(parse_cpu_stat, level / "cpu.stat")
+    if stat is None or cpu.version == 2:
+        return stat
+    return stat._replace(usage_s=_cpuacct_usage_s(cpu, cgroups.cpuacct, level))
+
+
+def _cpuacct_usage_s(cpu: Cgroup, cpuacct: Cgroup | None, level: Path) -> float | None:
+    """v1 ``cpuacct.usage`` of the cgroup at *level*'s path in the cpuacct
+    hierarchy (the same one when cpuacct is mounted with cpu), if that is on
+    this process's chain there too: systemd and container engines make the
+    same path in every hierarchy."""
+    if cpuacct is None or not level.is_relative_to(cpu.mount):
+        return None
+    same = cpuacct.mount / level.relative_to(cpu.mount)
+    if same not in cpuacct.levels():
+        return None
+    usage_ns = _parsed(int, same / "cpuacct.usage")
+    return None if usage_ns is None else usage_ns / 1e9
+
+
+def read_cpu_pressure(cgroups: Cgroups, limit: CpuLimit) -> Pressure | None:
+    """The v2 ``cpu.pressure`` of the cgroup whose quota is *limit*: time
+    its tasks waited for CPU.  None on v1, without PSI, and when no quota
+    binds."""
+    cpu, level = cgroups.cpu, limit.quota_dir
+    if cpu is None or cpu.version != 2 or level is None:
+        return None
+    return _parsed(parse_pressure, level / "cpu.pressure")
 
 
 # -- memory limits ---------------------------------------------------------------

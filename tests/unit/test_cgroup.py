@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bcrun import cgroup
-from bcrun.cgroup import Cgroup, CgroupMemory, Cgroups
+from bcrun.cgroup import Cgroup, CgroupMemory, Cgroups, CpuLimit, CpuStat
+from bcrun.proc import Pressure
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -140,6 +143,228 @@ def test_own_cgroups_reads_this_process_s():
     found = cgroup.own_cgroups()
     for each in (found.cpu, found.cpuacct, found.cpuset, found.memory):
         assert each is None or each.path.is_relative_to(each.mount)
+
+
+# -- CPU limits -------------------------------------------------------------------
+
+
+def test_a_quota_on_the_pod_binds_its_container(tmp_path):
+    write(tmp_path / CONTAINER / "cpu.max", "max 100000\n")
+    write(tmp_path / POD / "cpu.max", "150000 100000\n")
+    write(tmp_path / POD / ".." / "cpu.max", "400000 100000\n")
+    write(tmp_path / "cpuset.cpus.effective", "0-7\n")
+    limit = cgroup.read_cpu_limit(v2(tmp_path), affinity=8)
+    assert limit == CpuLimit(
+        1.5, f"cpu.max of {tmp_path / POD}: 1.5 CPUs", tmp_path / POD
+    )
+
+
+def test_the_leaf_s_quota_when_it_is_the_tighter(tmp_path):
+    write(tmp_path / CONTAINER / "cpu.max", "50000 100000\n")
+    write(tmp_path / POD / "cpu.max", "150000 100000\n")
+    limit = cgroup.read_cpu_limit(v2(tmp_path), affinity=8)
+    assert limit.source == f"cpu.max of {tmp_path / CONTAINER}: 0.5 CPUs"
+    assert limit.quota_dir == tmp_path / CONTAINER
+
+
+def test_v1_cfs_quota_minus_one_is_no_limit(tmp_path):
+    cpu = tmp_path / "cpu,cpuacct"
+    write(cpu / "ci.slice/job.scope/cpu.cfs_quota_us", "-1\n")
+    write(cpu / "ci.slice/job.scope/cpu.cfs_period_us", "100000\n")
+    write(cpu / "ci.slice/cpu.cfs_quota_us", "50000\n")
+    write(cpu / "ci.slice/cpu.cfs_period_us", "50000\n")
+    write(cpu / "cpu.cfs_quota_us", "-1\n")
+    write(cpu / "cpu.cfs_period_us", "100000\n")
+    limit = cgroup.read_cpu_limit(v1(tmp_path), affinity=4)
+    assert limit == CpuLimit(
+        1.0, f"cfs quota of {cpu / 'ci.slice'}: 1 CPU", cpu / "ci.slice"
+    )
+
+
+def test_no_quota_anywhere_leaves_the_affinity(tmp_path):
+    write(tmp_path / CONTAINER / "cpu.max", "max 100000\n")
+    write(tmp_path / POD / "cpu.max", "max 100000\n")
+    write(tmp_path / "cpuset.cpus.effective", "0-3\n")
+    assert cgroup.read_cpu_limit(v2(tmp_path), affinity=4) == CpuLimit(
+        4.0, "affinity: 4 CPUs"
+    )
+    assert cgroup.read_cpu_limit(Cgroups(), affinity=1) == CpuLimit(
+        1.0, "affinity: 1 CPU"
+    )
+
+
+def test_affinity_tighter_than_the_quota_wins(tmp_path):
+    # taskset -c 0,1 in a 3-CPU container.
+    write(tmp_path / CONTAINER / "cpu.max", "300000 100000\n")
+    found = v2(tmp_path)
+    limit = cgroup.read_cpu_limit(found, affinity=2)
+    assert limit == CpuLimit(2.0, "affinity: 2 CPUs")
+    assert cgroup.read_cpu_stat(found, limit) is None
+
+
+def test_cpu_lists():
+    assert cgroup.parse_cpu_list("0-3,8,10-11\n") == {0, 1, 2, 3, 8, 10, 11}
+    assert cgroup.parse_cpu_list("5\n") == {5}
+    assert cgroup.parse_cpu_list("\n") == set()
+    with pytest.raises(ValueError):
+        cgroup.parse_cpu_list("0-3,x\n")
+
+
+def test_a_cpuset_tighter_than_affinity(tmp_path):
+    # The affinity bcrun was given (os.cpu_count() where the mask cannot be
+    # read) may name more CPUs than the cpuset allows.
+    write(tmp_path / CONTAINER / "cpuset.cpus.effective", "2-3,6\n")
+    write(tmp_path / POD / "cpuset.cpus.effective", "0-7\n")
+    write(tmp_path / CONTAINER / "cpu.max", "400000 100000\n")
+    limit = cgroup.read_cpu_limit(v2(tmp_path), affinity=8)
+    assert limit == CpuLimit(3.0, f"cpuset of {tmp_path / CONTAINER}: 3 CPUs")
+
+
+def test_v1_cpuset_effective_cpus_else_cpus(tmp_path):
+    cpuset = tmp_path / "cpuset"
+    write(cpuset / "cpuset.cpus", "0-15\n")
+    found = v1(tmp_path)
+    assert cgroup.read_cpu_limit(found, affinity=16).source == "affinity: 16 CPUs"
+    assert (
+        cgroup.read_cpu_limit(found, affinity=32).source
+        == f"cpuset of {cpuset}: 16 CPUs"
+    )
+    write(cpuset / "cpuset.effective_cpus", "0-3\n")
+    assert (
+        cgroup.read_cpu_limit(found, affinity=32).source
+        == f"cpuset of {cpuset}: 4 CPUs"
+    )
+
+
+def test_on_a_tie_the_quota_is_named_before_the_cpuset_and_the_affinity_first(tmp_path):
+    write(tmp_path / CONTAINER / "cpu.max", "200000 100000\n")
+    write(tmp_path / CONTAINER / "cpuset.cpus.effective", "0-1\n")
+    found = v2(tmp_path)
+    assert cgroup.read_cpu_limit(found, affinity=4).quota_dir == tmp_path / CONTAINER
+    assert cgroup.read_cpu_limit(found, affinity=2).source == "affinity: 2 CPUs"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "max\n", "garbage\n", "100000\n", "0 100000\n", "150000 0\n", "-1 100000\n"],
+)
+def test_cpu_max_without_a_usable_quota_is_no_limit(tmp_path, text):
+    write(tmp_path / CONTAINER / "cpu.max", text)
+    assert cgroup.read_cpu_limit(v2(tmp_path), affinity=8).source == "affinity: 8 CPUs"
+
+
+def test_unreadable_and_missing_files_are_no_limit(tmp_path):
+    # A directory where a file should be: reading it fails, even as root.
+    (tmp_path / CONTAINER / "cpu.max").mkdir(parents=True)
+    (tmp_path / CONTAINER / "cpuset.cpus.effective").mkdir()
+    write(tmp_path / POD / "cpu.max", "150000 garbage\n")
+    write(tmp_path / POD / "cpuset.cpus.effective", "0-x\n")
+    cpu = tmp_path / "cpu,cpuacct/ci.slice"
+    write(cpu / "cpu.cfs_quota_us", "50000\n")  # and no period
+    assert cgroup.read_cpu_limit(v2(tmp_path), affinity=8) == CpuLimit(
+        8.0, "affinity: 8 CPUs"
+    )
+    assert cgroup.read_cpu_limit(v1(tmp_path), affinity=8) == CpuLimit(
+        8.0, "affinity: 8 CPUs"
+    )
+
+
+# -- CPU accounting -------------------------------------------------------------
+
+
+CPU_STAT_V2 = """\
+usage_usec 8273491
+user_usec 6022310
+system_usec 2251181
+core_sched.force_idle_usec 0
+nr_periods 4210
+nr_throttled 377
+throttled_usec 20512866
+nr_bursts 0
+burst_usec 0
+"""
+
+CPU_STAT_V1 = """\
+nr_periods 4210
+nr_throttled 377
+throttled_time 20512866123
+nr_bursts 0
+burst_time 0
+"""
+
+
+def test_cpu_stat_of_v2():
+    assert cgroup.parse_cpu_stat(CPU_STAT_V2) == CpuStat(8.273491, 4210, 377, 20.512866)
+
+
+def test_cpu_stat_of_v1_has_no_usage():
+    assert cgroup.parse_cpu_stat(CPU_STAT_V1) == CpuStat(None, 4210, 377, 20.512866123)
+
+
+def test_v2_cpu_stat_and_pressure_of_the_level_whose_quota_binds(tmp_path):
+    write(tmp_path / POD / "cpu.max", "150000 100000\n")
+    write(tmp_path / POD / "cpu.stat", CPU_STAT_V2)
+    write(
+        tmp_path / POD / "cpu.pressure",
+        "some avg10=1.00 avg60=0.27 avg300=1.00 total=621199827\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=12\n",
+    )
+    write(
+        tmp_path / CONTAINER / "cpu.stat",
+        "usage_usec 1\nnr_periods 1\nnr_throttled 1\nthrottled_usec 1\n",
+    )
+    write(
+        tmp_path / CONTAINER / "cpu.pressure",
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=1\n",
+    )
+    found = v2(tmp_path)
+    limit = cgroup.read_cpu_limit(found, affinity=8)
+    assert cgroup.read_cpu_stat(found, limit) == CpuStat(8.273491, 4210, 377, 20.512866)
+    assert cgroup.read_cpu_pressure(found, limit) == Pressure(621199827, 12)
+
+
+def test_v2_without_psi_or_stat_is_none(tmp_path):
+    write(tmp_path / POD / "cpu.max", "150000 100000\n")
+    write(tmp_path / POD / "cpu.stat", "nr_periods many\n")
+    found = v2(tmp_path)
+    limit = cgroup.read_cpu_limit(found, affinity=8)
+    assert limit.quota_dir == tmp_path / POD
+    assert cgroup.read_cpu_stat(found, limit) is None
+    assert cgroup.read_cpu_pressure(found, limit) is None
+
+
+def test_v1_cpu_stat_takes_usage_from_cpuacct_mounted_with_cpu(tmp_path):
+    level = tmp_path / "cpu,cpuacct/ci.slice"
+    write(level / "cpu.cfs_quota_us", "100000\n")
+    write(level / "cpu.cfs_period_us", "100000\n")
+    write(level / "cpu.stat", CPU_STAT_V1)
+    write(level / "cpuacct.usage", "8273491000\n")
+    write(level / "job.scope/cpuacct.usage", "1\n")
+    found = v1(tmp_path)
+    limit = cgroup.read_cpu_limit(found, affinity=8)
+    assert cgroup.read_cpu_stat(found, limit) == CpuStat(
+        8.273491, 4210, 377, 20.512866123
+    )
+    assert cgroup.read_cpu_pressure(found, limit) is None
+
+
+def test_v1_cpu_stat_takes_usage_from_cpuacct_mounted_apart(tmp_path):
+    # This machine's layout: each controller in a hierarchy of its own.
+    mountinfo = (
+        f"32 31 0:29 / {tmp_path}/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+        f"33 31 0:30 / {tmp_path}/cpuacct rw,relatime - cgroup cgroup rw,cpuacct\n"
+    )
+    write(tmp_path / "cpu/build/cpu.cfs_quota_us", "100000\n")
+    write(tmp_path / "cpu/build/cpu.cfs_period_us", "100000\n")
+    write(tmp_path / "cpu/build/cpu.stat", CPU_STAT_V1)
+    write(tmp_path / "cpuacct/build/cpuacct.usage", "2500000000\n")
+    write(tmp_path / "cpuacct/cpuacct.usage", "9500000000\n")
+    found = cgroup.find_cgroups("2:cpuacct:/build/x\n1:cpu:/build/x\n", mountinfo)
+    limit = cgroup.read_cpu_limit(found, affinity=2)
+    assert limit.source == f"cfs quota of {tmp_path}/cpu/build: 1 CPU"
+    assert cgroup.read_cpu_stat(found, limit) == CpuStat(2.5, 4210, 377, 20.512866123)
+    # In another cpuacct cgroup: no usage of the quota's level to read.
+    moved = cgroup.find_cgroups("2:cpuacct:/\n1:cpu:/build/x\n", mountinfo)
+    assert cgroup.read_cpu_stat(moved, limit) == CpuStat(None, 4210, 377, 20.512866123)
 
 
 # -- memory limits -----------------------------------------------------------------
