@@ -1,21 +1,18 @@
-"""Readers of Linux's /proc and cgroup files: raw numbers, no policy.
+"""Readers of Linux's /proc files: raw numbers, no policy.
 
 Each reader returns None (or an empty result) where the kernel does not
-have the file (no PSI, no cgroup controller, another OS): bcrun then works
-with what it has.  Parsers take text, so that recorded files can be tested.
+have the file (no PSI, another OS): bcrun then works with what it has.
+Parsers take text, so that recorded files can be tested.  The cgroup
+readers are in :mod:`bcrun.cgroup`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 PROC = Path("/proc")
-
-#: cgroup v1 reports "no limit" as a huge page-aligned number.
-UNLIMITED_V1 = 1 << 62
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -156,111 +153,6 @@ def read_swap_pages() -> int | None:
         return parse_swap_pages(text) if text else None
     except ValueError:
         return None
-
-
-# -- cgroup memory limits ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CgroupMemory:
-    """The tightest memory limit on the way from bcrun's cgroup to the root."""
-
-    limit_bytes: int
-    #: What the limit leaves: limit minus usage, page cache that can be
-    #: dropped (inactive files) counted as free, as the kernel would.
-    available_bytes: int
-
-
-def cgroup_dirs(cgroup_text: str, mountinfo_text: str) -> list[tuple[int, Path, Path]]:
-    """The memory cgroup directories of this process as ``(version, path,
-    mount point)``: v2 (the unified hierarchy) and v1 (the memory
-    controller), whichever are mounted."""
-    mounts: dict[str, tuple[str, str]] = {}  # "v2" or "v1" -> (root, mount point)
-    for line in mountinfo_text.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3:
-            continue
-        fstype, options = tail[0], tail[2].split(",")
-        if fstype == "cgroup2":
-            mounts.setdefault("v2", (fields[3], fields[4]))
-        elif fstype == "cgroup" and "memory" in options:
-            mounts.setdefault("v1", (fields[3], fields[4]))
-    found = []
-    for line in cgroup_text.splitlines():
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and controllers == "" and "v2" in mounts:
-            found.append((2, mounts["v2"], path))
-        elif "memory" in controllers.split(",") and "v1" in mounts:
-            found.append((1, mounts["v1"], path))
-    dirs = []
-    for version, mount, path in found:
-        inside = _inside(mount, path)
-        if inside is not None:
-            dirs.append((version, inside, Path(mount[1])))
-    return dirs
-
-
-def _inside(mount: tuple[str, str], path: str) -> Path | None:
-    root, point = mount
-    # Inside a cgroup namespace the mount's root is "/" and paths are relative
-    # to it; a path outside the mounted part is not reachable from here.
-    if root != "/" and not (path == root or path.startswith(root + "/")):
-        return None
-    relative = path[len(root) :] if root != "/" else path
-    return Path(point) / relative.lstrip("/")
-
-
-def cgroup_level(version: int, directory: Path) -> tuple[int, int] | None:
-    """``(limit, available)`` set at one cgroup directory; None if it sets
-    no limit."""
-    if version == 2:
-        names = ("memory.max", "memory.current", "inactive_file")
-    else:
-        names = (
-            "memory.limit_in_bytes",
-            "memory.usage_in_bytes",
-            "total_inactive_file",
-        )
-    limit_text = read_text(directory / names[0])
-    usage_text = read_text(directory / names[1])
-    if limit_text is None or usage_text is None or limit_text.strip() == "max":
-        return None
-    try:
-        limit, usage = int(limit_text), int(usage_text)
-    except ValueError:
-        return None
-    if limit >= UNLIMITED_V1:
-        return None
-    inactive = 0
-    for line in (read_text(directory / "memory.stat") or "").splitlines():
-        name, _, value = line.partition(" ")
-        if name == names[2]:
-            inactive = int(value)
-    return limit, max(limit - max(usage - inactive, 0), 0)
-
-
-def memory_cgroups() -> list[tuple[int, Path, Path]]:
-    """This process's memory cgroup directories (see :func:`cgroup_dirs`)."""
-    return cgroup_dirs(
-        read_text(PROC / "self" / "cgroup") or "",
-        read_text(PROC / "self" / "mountinfo") or "",
-    )
-
-
-def read_cgroup_memory(dirs: list[tuple[int, Path, Path]]) -> CgroupMemory | None:
-    """The tightest memory limit over the cgroups *dirs* and their ancestors."""
-    tightest: tuple[int, int] | None = None
-    for version, directory, mount_point in dirs:
-        # A parent's limit binds its children too: walk up to the mount.
-        for level in (directory, *directory.parents):
-            if not level.is_relative_to(mount_point):
-                break
-            found = cgroup_level(version, level)
-            if found and (tightest is None or found[1] < tightest[1]):
-                tightest = found
-    return CgroupMemory(*tightest) if tightest else None
 
 
 # -- processes ----------------------------------------------------------------
