@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import click
 
 from bcrun import __version__
+from bcrun.cgroup import CpuLimit
 from bcrun.commands import JobsValue, parse_jobs_value
 from bcrun.config import settings_defaults
 from bcrun.control import choose_instance, query_status, send_command
@@ -33,7 +34,7 @@ from bcrun.detect import NOT_FOUND, plan
 from bcrun.errors import BcrunError, ConfigError, ControlError, LaunchError
 from bcrun.instances import running_instances
 from bcrun.launcher import ExitStatus, exit_like
-from bcrun.metrics import usable_cpus
+from bcrun.metrics import cpu_capacity, default_jobs
 from bcrun.plot import plot as plot_trace
 from bcrun.policies import POLICIES, Policy
 from bcrun.protocol import COUNT_MAX
@@ -308,10 +309,12 @@ def run(
             "the schedule policy needs --schedule RULES", param_hint="--policy"
         )
     control = plan(list(command), os.environ, via)
+    capacity = cpu_capacity()
     if explain:
         click.echo(control.explain())
         for notice in control.notices:
             click.echo(notice)
+        click.echo(explain_count(control.jobs, jobs, policies, load, capacity))
         return 0
     with contextlib.ExitStack() as stack:
         trace_file = None
@@ -331,7 +334,7 @@ def run(
             )
         if jobs is None:
             # A -jN bcrun took off the tool's command line is what the user meant.
-            jobs = control.jobs or usable_cpus()
+            jobs = control.jobs or default_jobs(capacity)
         settings = Settings(
             jobs=jobs,
             min_jobs=min_jobs,
@@ -348,6 +351,27 @@ def run(
         return asyncio.run(
             run_build(control, policies, settings, verbose, nice, trace_file)
         )
+
+
+def explain_count(
+    taken: int | None,
+    jobs: int | None,
+    policies: Sequence[Policy],
+    load: float | None,
+    capacity: CpuLimit,
+) -> str:
+    """What --explain says of the count: where -j comes from, and the
+    adaptive target."""
+    if jobs is not None:
+        said = f"-j {jobs} (bcrun's -j)"
+    elif taken is not None:
+        said = f"-j {taken} (the tool's own -j)"
+    else:
+        said = f"-j {default_jobs(capacity)} ({capacity.source})"
+    if "adaptive" in {policy.name for policy in policies}:
+        target = f"--load {load:g}" if load is not None else capacity.source
+        said += f"; adaptive target: {target}, shared with other bcrun builds"
+    return f"count: {said}"
 
 
 def _check_loop_descriptors() -> None:
@@ -457,6 +481,10 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
     ]
     if pressure:
         parts.append("pressure " + " ".join(pressure))
+    if metrics.get("cpu_capacity_source"):
+        parts.append(f"CPUs: {metrics['cpu_capacity_source']}")
+    if metrics.get("mem_limit_source"):
+        parts.append(f"memory: {metrics['mem_limit_source']}")
     if metrics.get("idle_s") is not None:
         parts.append(f"user idle {format_duration(metrics['idle_s'])}")
     return ", ".join(parts)

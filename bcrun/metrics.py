@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from bcrun import proc
+from bcrun import cgroup, proc
 from bcrun.buildtree import (
     TOOLS,
     BuildUse,
@@ -33,6 +33,18 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_capacity() -> cgroup.CpuLimit:
+    """The CPUs this process may really use, and where that comes from: its
+    affinity, or a tighter cpuset or CPU quota of its cgroups."""
+    return cgroup.read_cpu_limit(cgroup.own_cgroups(), usable_cpus())
+
+
+def default_jobs(capacity: cgroup.CpuLimit) -> int:
+    """The count to run at when none is given: the whole CPUs of
+    *capacity*, at least 1 (a job above a quota is only throttled)."""
+    return max(1, int(capacity.cpus + 1e-9))
 
 
 @dataclass(frozen=True)
@@ -104,8 +116,9 @@ class Metrics:
     #: Memory of the machine, or of bcrun's cgroup where that is tighter.
     mem_total_bytes: int = 0
     mem_available_bytes: int = 0
-    #: The cgroup's memory limit; None when none binds.
+    #: The cgroup's memory limit; None when none binds; and where it is set.
     mem_limit_bytes: int | None = None
+    mem_limit_source: str = ""
     swap_pages_s: float | None = None
     #: The build: its jobs now, what they use, the most a finished job took.
     jobs: tuple[Job, ...] = ()
@@ -122,7 +135,7 @@ class Metrics:
     def jobs_running(self) -> int:
         return len(self.jobs)
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> dict[str, float | int | str | None]:
         """The figures status and --trace show, by name."""
         return {
             "running": self.jobs_running,
@@ -132,6 +145,7 @@ class Metrics:
             "external_load_peak_long": self.external_load_peak_long,
             "builds": len(self.peers) + 1,
             "cpu_capacity": self.cpu_capacity,
+            "cpu_capacity_source": self.cpu_capacity_source or None,
             "cpu_throttled": self.cpu_throttled,
             "load1": self.load1,
             "cpu_busy": self.cpu_busy,
@@ -143,6 +157,7 @@ class Metrics:
             "mem_total_bytes": self.mem_total_bytes,
             "mem_available_bytes": self.mem_available_bytes,
             "mem_limit_bytes": self.mem_limit_bytes,
+            "mem_limit_source": self.mem_limit_source or None,
             "swap_pages_s": self.swap_pages_s,
             "build_rss_bytes": self.build_rss_bytes,
             "job_rss_peak_bytes": self.job_rss_peak_bytes,
@@ -168,6 +183,10 @@ PEER_WINDOW_S = 2.0
 
 #: Seconds over which throttling by a quota holds growth back.
 THROTTLE_WINDOW_S = 10.0
+
+#: Seconds between two looks at which cgroups this process is in: a
+#: process can be moved.  Their limits are read at every tick.
+CGROUPS_S = 5.0
 
 #: Finished jobs whose peak memory is remembered.
 JOB_HISTORY = 64
@@ -212,14 +231,16 @@ class Sampler:
         self.root = root
         self.tools = tools
         self.idle = idle
-        self._cgroups = proc.memory_cgroups()
+        self._cgroups = cgroup.own_cgroups()
+        self._cgroups_read_s = time.monotonic()
         self._previous: _Counters | None = None
         self._runnable: float | None = None
         self._scanned = Window(SCAN_PERSIST_S)
         self._busy = Window(CPU_PERSIST_S)
         self._external = Window(PEAK_WINDOW_S)
         self._external_long = Window(LONG_WINDOW_S)
-        self._throttled = Window(THROTTLE_WINDOW_S)
+        self._throttled = Window(SCAN_PERSIST_S)
+        self._throttled_long = Window(THROTTLE_WINDOW_S)
         #: Each peer's CPU seconds and runnable tasks at the last look, and
         #: its recent loads.
         self._peers: dict[int, tuple[float, int, Window, Window]] = {}
@@ -244,13 +265,26 @@ class Sampler:
             pid: build_use(processes, pid, TOOLS, children)
             for pid in peer_bcruns(processes, me, build.pids)
         }
+        if now - self._cgroups_read_s >= CGROUPS_S:
+            self._cgroups, self._cgroups_read_s = cgroup.own_cgroups(), now
+        capacity = cgroup.read_cpu_limit(self._cgroups, usable_cpus())
+        quota = cgroup.read_cpu_stat(self._cgroups, capacity)
+        pressure = {r: proc.read_pressure(r) for r in ("cpu", "memory", "io")}
+        pressure["quota"] = cgroup.read_cpu_pressure(self._cgroups, capacity)
         counters = _Counters(
             time_s=now,
-            cpu_busy_s=proc.read_cpu_busy_s(),
+            # Under a quota, CPU time spent outside this cgroup is not ours
+            # to give way to: only the cgroup's own counts.
+            cpu_busy_s=(
+                quota.usage_s
+                if quota is not None and quota.usage_s is not None
+                else proc.read_cpu_busy_s()
+            ),
+            quota_throttled_s=quota.throttled_s if quota is not None else None,
             own_cpu_s=_own_cpu_s(),
             build_cpu_s=build.cpu_s,
             swap_pages=proc.read_swap_pages(),
-            pressure={r: proc.read_pressure(r) for r in ("cpu", "memory", "io")},
+            pressure=pressure,
         )
         previous, self._previous = self._previous, counters
         rates = counters.rates_since(previous)
@@ -277,18 +311,36 @@ class Sampler:
             self._busy.add(now, max(busy, 0.0))
             external = max(external, self._busy.lowest())
         self._runnable = _smooth(self._runnable, runnable)
+        throttled = throttled_peak = None
+        if rates.quota_throttled is not None:
+            # CPU-seconds a second held back; the quota's full pressure (all
+            # its tasks stalled) says the same where the kernel has it.
+            held = rates.quota_throttled
+            full = rates.pressure_full.get("quota")
+            if full is not None:
+                held = max(held, full * capacity.cpus)
+            self._throttled.add(now, held)
+            self._throttled_long.add(now, held)
+            throttled = round(self._throttled.lowest(), 3)
+            throttled_peak = round(self._throttled_long.highest(), 3)
         self._external.add(now, external)
         self._external_long.add(now, external)
         total, available, limit = memory.total_bytes, memory.available_bytes, None
-        cgroup = proc.read_cgroup_memory(self._cgroups)
-        if cgroup is not None and cgroup.limit_bytes < total:
-            total, limit = cgroup.limit_bytes, cgroup.limit_bytes
-            available = min(available, cgroup.available_bytes)
+        limit_source = ""
+        limited = cgroup.read_cgroup_memory(self._cgroups)
+        if limited is not None and limited.limit_bytes < total:
+            total, limit = limited.limit_bytes, limited.limit_bytes
+            available = min(available, limited.available_bytes)
+            limit_source = limited.source
         local = time.localtime()
         own = processes.get(me)
         return Metrics(
             time_s=now,
             cpus=usable_cpus(),
+            cpu_capacity=capacity.cpus,
+            cpu_capacity_source=capacity.source,
+            cpu_throttled=throttled,
+            cpu_throttled_peak=throttled_peak,
             load1=load.load1,
             load5=load.load5,
             load15=load.load15,
@@ -306,6 +358,7 @@ class Sampler:
             mem_total_bytes=total,
             mem_available_bytes=available,
             mem_limit_bytes=limit,
+            mem_limit_source=limit_source,
             swap_pages_s=rates.swap_pages_s,
             jobs=build.jobs,
             build_cpu=rates.build_cpu,
@@ -385,6 +438,7 @@ class _Peer(NamedTuple):
 class _Rates:
     elapsed_s: float | None = None
     cpu_busy: float | None = None
+    quota_throttled: float | None = None
     build_cpu: float | None = None
     own_cpu: float = 0.0
     swap_pages_s: float | None = None
@@ -398,6 +452,7 @@ class _Counters:
 
     time_s: float
     cpu_busy_s: float | None
+    quota_throttled_s: float | None
     own_cpu_s: float
     build_cpu_s: float
     swap_pages: int | None
@@ -423,6 +478,7 @@ class _Counters:
         return _Rates(
             elapsed_s=elapsed,
             cpu_busy=rate(self.cpu_busy_s, old.cpu_busy_s),
+            quota_throttled=rate(self.quota_throttled_s, old.quota_throttled_s),
             build_cpu=rate(self.build_cpu_s, old.build_cpu_s),
             own_cpu=rate(self.own_cpu_s, old.own_cpu_s) or 0.0,
             swap_pages_s=rate(self.swap_pages, old.swap_pages),

@@ -97,10 +97,9 @@ class Wrapper:
         old, new = self.build.count, self.governor.count
         if old == new:
             return
-        if self.verbose and old is not None:
-            print(
-                f"bcrun: {old} -> {new} jobs: {self.governor.reason}", file=sys.stderr
-            )
+        if self.verbose:
+            change = f"starting at {new}" if old is None else f"{old} -> {new}"
+            print(f"bcrun: {change} jobs: {self.governor.reason}", file=sys.stderr)
         self.hub.set_count(self.build, new)
         if self.pool is not None:
             self.pool.resize(new)

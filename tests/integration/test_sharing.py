@@ -112,13 +112,16 @@ def test_two_adaptive_builds_split_the_target_between_them(
     assert until - since > 4.0, "the builds overlapped"
     means = [running_mean(j, since, until) for j in jobs]
     assert min(means) >= 0.6 * max(means), f"a fair split: {means}"
-    assert sum(means) >= 0.6 * 6, f"the target filled: {means}"
-    counts = []
+    counts, external = [], []
     for trace in traces:
         ticks = [json.loads(line) for line in trace.read_text().splitlines()]
         shared = [t for t in ticks if t["builds"] == 2]
         assert shared, "each saw the other"
         assert "shared by 2 builds" in shared[-1]["reason"]
         counts.append(statistics.median(t["jobs"] for t in shared))
-    # Each half of the target (less what else this machine runs), not 6.
+        external += [t["external_load"] for t in shared]
+    # Each half of the target, not 6; together the target, less what else
+    # this machine runs (a busy CI host).
     assert max(counts) <= 3 and max(counts) - min(counts) <= 1, counts
+    assert sum(counts) >= 6 - 1 - statistics.median(external), counts
+    assert sum(means) >= 0.6 * sum(counts), f"the builds ran their counts: {means}"
