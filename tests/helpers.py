@@ -163,6 +163,14 @@ class QuotaCgroup:
         )
         return ["sh", "-c", moves + 'exec "$@"', "sh"]
 
+    def resize(self, cpus: float) -> None:
+        """Set the quota to *cpus* CPUs, as a resized pod would have it."""
+        quota = round(cpus * CFS_PERIOD_US)
+        if self.version == 1:
+            (self.quota_dir / "cpu.cfs_quota_us").write_text(str(quota))
+        else:
+            (self.quota_dir / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+
 
 @contextlib.contextmanager
 def cpu_quota_cgroup(cpus: float, nested: bool = False) -> Iterator[QuotaCgroup]:
