@@ -38,6 +38,7 @@ from bcrun.metrics import cpu_capacity, default_jobs
 from bcrun.plot import plot as plot_trace
 from bcrun.policies import POLICIES, Policy
 from bcrun.protocol import COUNT_MAX
+from bcrun.remote import engine_of, read_remote
 from bcrun.schedule import Schedule, parse_schedule
 from bcrun.settings import Settings
 from bcrun.units import (
@@ -315,6 +316,9 @@ def run(
         for notice in control.notices:
             click.echo(notice)
         click.echo(explain_count(control.jobs, jobs, policies, load, capacity))
+        engine = engine_of(list(command), os.environ)
+        if engine is not None:
+            click.echo(explain_remote(engine, policies))
         return 0
     with contextlib.ExitStack() as stack:
         trace_file = None
@@ -372,6 +376,19 @@ def explain_count(
         target = f"--load {load:g}" if load is not None else capacity.source
         said += f"; adaptive target: {target}, shared with other bcrun builds"
     return f"count: {said}"
+
+
+def explain_remote(engine: str, policies: Sequence[Policy]) -> str:
+    """What --explain says of a distributed compiler the build uses."""
+    remote = read_remote(engine, os.environ)
+    said = remote.source if remote else f"{engine}: no remote capacity found"
+    if "adaptive" not in {policy.name for policy in policies}:
+        return f"{said}; only --policy adaptive follows it"
+    return (
+        f"{said}; adaptive: up to those slots plus the local room, as many jobs "
+        "as keep the local runnable load at the target, at what a job of this "
+        "build costs here (learned while it runs); hosts re-read every 3 s"
+    )
 
 
 def _check_loop_descriptors() -> None:

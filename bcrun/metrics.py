@@ -7,6 +7,7 @@ of a :class:`Metrics` and can be tested with recorded values.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import deque
@@ -25,6 +26,7 @@ from bcrun.buildtree import (
     tools_under,
 )
 from bcrun.errors import MetricsError
+from bcrun.remote import Remote
 
 
 def usable_cpus() -> int:
@@ -33,6 +35,15 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def own_cpus() -> frozenset[int] | None:
+    """The CPUs this process may run on, when not all of the machine's."""
+    try:
+        mine = frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return mine if len(mine) < (os.cpu_count() or 0) else None
 
 
 def cpu_capacity() -> cgroup.CpuLimit:
@@ -120,6 +131,16 @@ class Metrics:
     mem_limit_bytes: int | None = None
     mem_limit_source: str = ""
     swap_pages_s: float | None = None
+    #: The runnable load one running job of this build makes: its runnable
+    #: threads, on average (below 1 for jobs that wait on I/O or a remote
+    #: compiler, above for multithreaded ones), on a ladder of COSTS so
+    #: that noise does not move it; None until jobs were seen.
+    job_cost: float | None = None
+    #: Job slots of a distributed compiler's remote hosts that answer now,
+    #: and which engine and hosts: "distcc: 2 hosts, 8 slots"; None
+    #: without one.
+    remote_slots: int | None = None
+    remote_source: str = ""
     #: The build: its jobs now, what they use, the most a finished job took.
     jobs: tuple[Job, ...] = ()
     build_cpu: float | None = None
@@ -147,6 +168,9 @@ class Metrics:
             "cpu_capacity": self.cpu_capacity,
             "cpu_capacity_source": self.cpu_capacity_source or None,
             "cpu_throttled": self.cpu_throttled,
+            "job_cost": self.job_cost,
+            "remote_slots": self.remote_slots,
+            "remote_source": self.remote_source or None,
             "load1": self.load1,
             "cpu_busy": self.cpu_busy,
             "build_cpu": self.build_cpu,
@@ -191,6 +215,36 @@ CGROUPS_S = 5.0
 #: Finished jobs whose peak memory is remembered.
 JOB_HISTORY = 64
 
+#: The steps a job's cost may take: a change of step needs the measured
+#: cost a tenth past the midpoint to the next, so noise does not move it.
+COSTS = (1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+COST_MARGIN = 1.1
+
+#: Weight of the newest look in the job cost's mean: some 3 s of memory.
+COST_SMOOTHING = 0.15
+
+
+#: Looks with jobs running before the cost is told: the first jobs of a
+#: build have just been forked.
+COST_LOOKS = 4
+
+
+def cost_step(measured: float, current: float) -> float:
+    """*measured* on the COSTS ladder, staying on *current* unless past the
+    midpoint to a neighbour by COST_MARGIN."""
+    index = COSTS.index(current)
+    while (
+        index + 1 < len(COSTS)
+        and measured > math.sqrt(COSTS[index] * COSTS[index + 1]) * COST_MARGIN
+    ):
+        index += 1
+    while (
+        index > 0
+        and measured < math.sqrt(COSTS[index] * COSTS[index - 1]) / COST_MARGIN
+    ):
+        index -= 1
+    return COSTS[index]
+
 
 class Window:
     """The values of the last *span_s* seconds of samples (and the one
@@ -231,6 +285,9 @@ class Sampler:
         self.root = root
         self.tools = tools
         self.idle = idle
+        #: What a distributed compiler's hosts offer, kept up to date by
+        #: whoever reads them (see bcrun.remote).
+        self.remote: Remote | None = None
         self._cgroups = cgroup.own_cgroups()
         self._cgroups_read_s = time.monotonic()
         self._previous: _Counters | None = None
@@ -244,6 +301,11 @@ class Sampler:
         #: Each peer's CPU seconds and runnable tasks at the last look, and
         #: its recent loads.
         self._peers: dict[int, tuple[float, int, Window, Window]] = {}
+        #: Smoothed runnable tasks of the jobs and jobs running; the cost.
+        self._job_tasks: float | None = None
+        self._job_count: float | None = None
+        self._cost = 1.0
+        self._cost_looks = 0
         #: Peak memory of each running job, and of the last finished ones.
         self._job_peaks: dict[int, int] = {}
         self._finished_peaks: deque[int] = deque(maxlen=JOB_HISTORY)
@@ -265,6 +327,9 @@ class Sampler:
             pid: build_use(processes, pid, TOOLS, children)
             for pid in peer_bcruns(processes, me, build.pids)
         }
+        # Bound to some of the machine's CPUs (a cpuset, taskset), only the
+        # load on those is in the way.
+        mine = own_cpus()
         if now - self._cgroups_read_s >= CGROUPS_S:
             self._cgroups, self._cgroups_read_s = cgroup.own_cgroups(), now
         capacity = cgroup.read_cpu_limit(self._cgroups, usable_cpus())
@@ -278,7 +343,7 @@ class Sampler:
             cpu_busy_s=(
                 quota.usage_s
                 if quota is not None and quota.usage_s is not None
-                else proc.read_cpu_busy_s()
+                else proc.read_cpu_busy_s(mine)
             ),
             quota_throttled_s=quota.throttled_s if quota is not None else None,
             own_cpu_s=_own_cpu_s(),
@@ -293,7 +358,10 @@ class Sampler:
         # agree; bcrun itself (reading now) is not one of them.
         theirs = build.pids.union(*(use.pids for use in peer_uses.values()))
         others = sum(
-            process.state == "R" and pid not in theirs and pid != me
+            process.state == "R"
+            and pid not in theirs
+            and pid != me
+            and (mine is None or process.processor in mine)
             for pid, process in processes.items()
         )
         runnable = others + build.runnable
@@ -311,6 +379,7 @@ class Sampler:
             self._busy.add(now, max(busy, 0.0))
             external = max(external, self._busy.lowest())
         self._runnable = _smooth(self._runnable, runnable)
+        self._measure_cost(processes, build.jobs)
         throttled = throttled_peak = None
         if rates.quota_throttled is not None:
             # CPU-seconds a second held back; the quota's full pressure (all
@@ -360,6 +429,9 @@ class Sampler:
             mem_limit_bytes=limit,
             mem_limit_source=limit_source,
             swap_pages_s=rates.swap_pages_s,
+            job_cost=self._cost if self._cost_looks >= COST_LOOKS else None,
+            remote_slots=self.remote.slots if self.remote else None,
+            remote_source=self.remote.source if self.remote else "",
             jobs=build.jobs,
             build_cpu=rates.build_cpu,
             build_rss_bytes=build.rss_bytes,
@@ -368,6 +440,30 @@ class Sampler:
             weekday=local.tm_wday,
             minute_of_day=local.tm_hour * 60 + local.tm_min,
         )
+
+    def _measure_cost(
+        self, processes: dict[int, proc.ProcStat], jobs: tuple[Job, ...]
+    ) -> None:
+        """Follow the runnable load one job makes: every runnable thread of
+        the jobs' processes, over the jobs running."""
+        if not jobs:
+            return  # a serial step of the tool itself: nothing to learn
+        tasks = 0
+        for job in jobs:
+            for pid in job.pids:
+                process = processes.get(pid)
+                if process is None:
+                    continue
+                if process.threads > 1:
+                    tasks += proc.runnable_threads(pid) or 0
+                else:
+                    tasks += process.state == "R"
+        smoothing = COST_SMOOTHING
+        self._job_tasks = _smooth(self._job_tasks, tasks, smoothing)
+        self._job_count = _smooth(self._job_count, len(jobs), smoothing)
+        measured = max(self._job_tasks / self._job_count, COSTS[0])
+        self._cost = cost_step(measured, self._cost)
+        self._cost_looks += 1
 
     def _peer_builds(
         self,
@@ -417,10 +513,12 @@ class Sampler:
         return max(self._finished_peaks) if self._finished_peaks else None
 
 
-def _smooth(previous: float | None, value: float) -> float:
+def _smooth(
+    previous: float | None, value: float, smoothing: float = SMOOTHING
+) -> float:
     if previous is None:
         return value
-    return previous + SMOOTHING * (value - previous)
+    return previous + smoothing * (value - previous)
 
 
 def _own_cpu_s() -> float:

@@ -57,22 +57,31 @@ def read_loadavg() -> LoadAvg | None:
         return None
 
 
-def parse_cpu_busy_s(text: str) -> float:
-    """Seconds all CPUs spent busy (not idle, not waiting for I/O) since
-    boot, from the ``cpu`` line of /proc/stat."""
+def parse_cpu_busy_s(text: str, cpus: frozenset[int] | None = None) -> float:
+    """Seconds all CPUs (or those of *cpus*) spent busy (not idle, not
+    waiting for I/O) since boot, from the ``cpu`` (``cpuN``) lines of
+    /proc/stat."""
+    busy = 0
+    found = False
     for line in text.splitlines():
-        if line.startswith("cpu "):
-            ticks = [int(field) for field in line.split()[1:]]
-            # user nice system idle iowait irq softirq steal (guest is in user).
-            busy = sum(ticks[:8]) - ticks[3] - ticks[4]
-            return busy / CLOCK_TICKS
-    raise ValueError("no cpu line")
+        name, _, rest = line.partition(" ")
+        if cpus is None and name != "cpu":
+            continue
+        if cpus is not None and not (name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        ticks = [int(field) for field in rest.split()]
+        # user nice system idle iowait irq softirq steal (guest is in user).
+        busy += sum(ticks[:8]) - ticks[3] - ticks[4]
+        found = True
+    if not found:
+        raise ValueError("no cpu line")
+    return busy / CLOCK_TICKS
 
 
-def read_cpu_busy_s() -> float | None:
+def read_cpu_busy_s(cpus: frozenset[int] | None = None) -> float | None:
     text = read_text(PROC / "stat")
     try:
-        return parse_cpu_busy_s(text) if text else None
+        return parse_cpu_busy_s(text, cpus) if text else None
     except (IndexError, ValueError):
         return None
 
@@ -205,6 +214,10 @@ class ProcStat(NamedTuple):
     #: Seconds after boot it started.
     start_s: float
     rss_bytes: int
+    #: Its threads; the state is its main thread's.
+    threads: int = 1
+    #: The CPU it last ran on.
+    processor: int = -1
 
 
 def parse_stat(text: str) -> ProcStat:
@@ -222,6 +235,8 @@ def parse_stat(text: str) -> ProcStat:
         cpu_s=ticks / CLOCK_TICKS,
         start_s=int(fields[19]) / CLOCK_TICKS,
         rss_bytes=int(fields[21]) * PAGE_SIZE,
+        threads=int(fields[17]),
+        processor=int(fields[36]) if len(fields) > 36 else -1,
     )
 
 
@@ -232,6 +247,21 @@ def read_stat(pid: int) -> ProcStat | None:
         return None if text is None else parse_stat(text)
     except (IndexError, ValueError):
         return None
+
+
+def runnable_threads(pid: int) -> int | None:
+    """How many threads of *pid* are runnable now; None if it is gone."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    runnable = 0
+    for tid in tids:
+        stat = read_text(f"/proc/{pid}/task/{tid}/stat")
+        # The state follows the name, which may hold ") ".
+        if stat is not None and stat.rpartition(") ")[2][:1] == "R":
+            runnable += 1
+    return runnable
 
 
 def name_self(name: str) -> None:

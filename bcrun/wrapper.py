@@ -34,6 +34,7 @@ from bcrun.policies.memory import freeze_step
 from bcrun.priority import autogroup_niced
 from bcrun.proc import name_self
 from bcrun.protocol import Token
+from bcrun.remote import engine_of, read_remote
 from bcrun.server import Build, Hub, describe_connections
 from bcrun.settings import Settings
 
@@ -48,6 +49,9 @@ TOKEN_CHECK_S = 0.5
 CONFIRM_LOOKS = 5
 CONFIRM_S = 0.05
 LOSS_CHECKS = 3
+
+#: Seconds between two reads of a distributed compiler's hosts.
+REMOTE_S = 3.0
 
 #: The wrapper serves one build, always number 1.
 BUILD_NUMBER = 1
@@ -202,7 +206,16 @@ class Wrapper:
             await asyncio.sleep(self.governor.settings.tick_s)
             self.update()
 
-    async def supervise(self, child: asyncio.subprocess.Process) -> int:
+    async def watch_remote(self, engine: str, env: dict[str, str]) -> None:
+        """Keep the remote hosts' slots current: a host that leaves or
+        joins changes the count's ceiling at the next read."""
+        while True:
+            self.sampler.remote = await asyncio.to_thread(read_remote, engine, env)
+            await asyncio.sleep(REMOTE_S)
+
+    async def supervise(
+        self, child: asyncio.subprocess.Process, env: dict[str, str] | None = None
+    ) -> int:
         """Tick the policies, and mind the jobserver's tokens, while *child*
         runs; return its returncode."""
         self.sampler.root = child.pid
@@ -213,6 +226,11 @@ class Wrapper:
                     helpers.append(tasks.create_task(self.tick()))
                 if self.pool is not None and self.control.clients:
                     helpers.append(tasks.create_task(self.mind_tokens(child.pid)))
+                engine = engine_of(self.argv, env or {})
+                if engine and "adaptive" in self.policy_names.split(","):
+                    helpers.append(
+                        tasks.create_task(self.watch_remote(engine, env or {}))
+                    )
                 returncode = await child.wait()
                 for helper in helpers:
                     helper.cancel()
@@ -386,7 +404,7 @@ async def run_build(
                 with autogroup_niced(child.pid, nice or 0) as failed:
                     if failed:
                         print(f"bcrun: warning: {failed}", file=sys.stderr)
-                    returncode = await wrapper.supervise(child)
+                    returncode = await wrapper.supervise(child, env)
     return ExitStatus.from_returncode(returncode)
 
 

@@ -55,6 +55,24 @@ ROTATE_BELOW = 0.9
 #: CPU-seconds a second held back by the quota that mean overload.
 THROTTLED = 0.5
 
+#: Without remote hosts, a build of jobs that wait runs at most this many
+#: times its share of jobs (jobs that only sleep would never load it).
+WAITING_LIMIT = 4
+
+
+def count_for(jobs: int, metrics: Metrics) -> int:
+    """The job count that makes *jobs* jobs' worth of runnable load, at
+    what a job of this build costs; jobs that wait run at most as many as
+    the remote hosts' slots and the local share together."""
+    cost = metrics.job_cost or 1.0
+    count = math.floor(jobs / cost + 1e-9)
+    if cost < 1:
+        if metrics.remote_slots is not None:
+            count = min(count, jobs + metrics.remote_slots)
+        else:
+            count = min(count, jobs * WAITING_LIMIT)
+    return count
+
 
 def target_load(metrics: Metrics, settings: Settings) -> float:
     if settings.load is not None:
@@ -146,21 +164,26 @@ def adaptive(metrics: Metrics, previous: int, settings: Settings) -> Decision:
     recent = [replace(p, load=max(p.load, p.load_recent)) for p in metrics.peers]
     heaviest = [replace(p, load=max(p.load, p.load_peak)) for p in recent]
     drop, grow = part(now, metrics.peers), part(calm, recent)
+    lowest, highest = count_for(drop.jobs, metrics), count_for(grow.jobs, metrics)
     count = previous
-    if drop.jobs < previous:
-        count = drop.jobs
-    elif grow.jobs >= previous + big_step(target):
-        count = grow.jobs
+    if lowest < previous:
+        count = lowest
+    elif highest >= previous + big_step(target):
+        count = highest
     else:
         # Small growth only if the leanest moment of the last seconds (the
         # most external load, each peer's heaviest use) allowed it too.
-        count = max(previous, part(long_calm, heaviest).jobs)
+        count = max(previous, count_for(part(long_calm, heaviest).jobs, metrics))
     reason = (
         f"adaptive: external load {now:.1f}, target {target:g} "
         f"({target_source(metrics, settings)})"
     )
     if drop.builds > 1:
         reason += f", shared by {drop.builds} builds"
+    if metrics.job_cost is not None and metrics.job_cost != 1:
+        reason += f", a job makes {metrics.job_cost:g} of load"
+    if metrics.remote_source:
+        reason += f", {metrics.remote_source}"
     throttled = metrics.cpu_throttled
     if throttled is not None and throttled >= THROTTLED:
         # One job fewer than run now; not one more each tick it lasts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -45,11 +46,37 @@ def test_meminfo_available_and_its_fallback_on_old_kernels():
 
 
 def test_stat_line_with_a_name_holding_spaces_and_parentheses():
-    fields = ["S", "1"] + ["0"] * 9 + [str(HZ), str(HZ), str(HZ), "0"] + ["0"] * 4
+    fields = ["S", "1"] + ["0"] * 9 + [str(HZ), str(HZ), str(HZ), "0"]
+    fields += ["0", "0", "3", "0"]  # ... num_threads (field 20) ...
     fields += [str(7 * HZ), "0", "25"] + ["0"] * 20
     text = "42 (cc1 (x) y) " + " ".join(fields)
     stat = proc.parse_stat(text)
-    assert stat == ProcStat(42, 1, "cc1 (x) y", "S", 3.0, 7.0, 25 * PAGE)
+    assert stat == ProcStat(42, 1, "cc1 (x) y", "S", 3.0, 7.0, 25 * PAGE, threads=3, processor=0)
+
+
+def test_runnable_threads_of_a_real_process_with_busy_threads():
+    code = (
+        "import threading, time\n"
+        "def spin():\n    while True: pass\n"
+        "for _ in range(3): threading.Thread(target=spin, daemon=True).start()\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        seen = 0
+        deadline = time.monotonic() + 10
+        while seen < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            stat = proc.read_stat(child.pid)
+            if stat is not None and stat.threads == 4:
+                seen = proc.runnable_threads(child.pid) or 0
+        # The main thread sleeps; some of the three spinners are runnable
+        # (they share the GIL, so not always all three).
+        assert 1 <= seen <= 3
+    finally:
+        child.kill()
+        child.wait()
+    assert proc.runnable_threads(child.pid) is None
 
 
 def test_the_real_stat_of_this_process():
