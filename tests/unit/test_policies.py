@@ -17,9 +17,21 @@ from hypothesis import strategies as st
 
 from bcrun.buildtree import Job
 from bcrun.governor import Governor
-from bcrun.metrics import LONG_WINDOW_S, PEAK_WINDOW_S, Metrics, PeerBuild
+from bcrun.metrics import (
+    LONG_WINDOW_S,
+    PEAK_WINDOW_S,
+    Metrics,
+    PeerBuild,
+    cost_step,
+)
 from bcrun.policies import POLICIES, targets
-from bcrun.policies.adaptive import ROTATE_S, Share, adaptive, share
+from bcrun.policies.adaptive import (
+    ROTATE_S,
+    WAITING_LIMIT,
+    Share,
+    adaptive,
+    share,
+)
 from bcrun.policies.memory import freeze_step, memory
 from bcrun.policies.presence import presence
 from bcrun.policies.schedule import schedule
@@ -568,3 +580,49 @@ def test_adaptive_replays_a_recorded_build_under_a_competing_load():
         if t["elapsed_s"] > calm and c == 2
     )
     assert back - calm < 1.5
+
+
+# -- adaptive: what a job costs ---------------------------------------------------
+
+
+def test_jobs_that_wait_run_above_the_target_until_their_load_meets_it():
+    half = Metrics(cpus=8, job_cost=0.5)
+    assert adaptive(half, 8, Settings(jobs=8)).jobs == 16
+    assert "a job makes 0.5 of load" in adaptive(half, 8, Settings(jobs=8)).reason
+    # Jobs that only sleep: at most WAITING_LIMIT times the share.
+    asleep = Metrics(cpus=8, job_cost=1 / 8)
+    assert adaptive(asleep, 8, Settings(jobs=8)).jobs == 8 * WAITING_LIMIT
+
+
+def test_multithreaded_jobs_run_as_many_as_their_threads_fit():
+    assert adaptive(Metrics(cpus=8, job_cost=4.0), 8, Settings(jobs=8)).jobs == 2
+    assert adaptive(Metrics(cpus=8, job_cost=8.0), 8, Settings(jobs=8)).jobs == 1
+
+
+def test_with_remote_hosts_the_count_is_their_slots_plus_the_local_room():
+    source = "distcc (DISTCC_HOSTS): 2 of 2 hosts, 8 remote slots"
+    compiling = Metrics(cpus=2, job_cost=0.125, remote_slots=8, remote_source=source)
+    decision = adaptive(compiling, 2, Settings(jobs=2))
+    assert decision.jobs == 10
+    assert source in decision.reason
+    # A host leaves: its slots go.
+    assert adaptive(replace(compiling, remote_slots=4), 10, Settings(jobs=2)).jobs == 6
+    # Linking: local jobs of a whole CPU each, the local room only.
+    linking = replace(compiling, job_cost=1.0)
+    assert adaptive(linking, 10, Settings(jobs=2)).jobs == 2
+
+
+def test_a_job_s_cost_stays_on_its_step_through_noise():
+    assert cost_step(1.05, 1.0) == 1.0
+    assert cost_step(0.88, 1.0) == 1.0  # the midpoint to 3/4 is 0.87
+    assert cost_step(0.78, 1.0) == 0.75
+    assert cost_step(0.3, 1.0) == 0.25
+    assert cost_step(3.9, 1.0) == 4.0
+    assert cost_step(0.8, 0.75) == 0.75  # and back only past the margin
+    noise = random.Random(7)
+    step = 1.0
+    steps = set()
+    for _ in range(1000):
+        step = cost_step(noise.uniform(0.9, 1.15), step)
+        steps.add(step)
+    assert steps == {1.0}
