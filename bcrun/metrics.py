@@ -217,7 +217,7 @@ JOB_HISTORY = 64
 
 #: The steps a job's cost may take: a change of step needs the measured
 #: cost a tenth past the midpoint to the next, so noise does not move it.
-COSTS = (1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+COSTS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 COST_MARGIN = 1.1
 
 #: Weight of the newest look in the job cost's mean: some 3 s of memory.
