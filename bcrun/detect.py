@@ -3,7 +3,8 @@
 ``--via auto`` looks at the program COMMAND runs:
 
 1. its executable holds the string ``BUILDSOCKET``: a patched tool, which
-   gets the protocol;
+   gets the protocol (a patched BSD make without -j leaves its compat mode
+   for it, with a notice);
 2. GNU make 4.2 or later (``make --version``): a jobserver on a pipe, on
    a fifo from 4.4 (braked while shrinking: see bcrun.jobserver);
 3. ninja 1.13 or later (``ninja --version``): a jobserver on a fifo;
@@ -37,6 +38,9 @@ Via = Literal["protocol", "jobserver", "none"]
 #: GNU make's short options that take an argument (the rest of the word, or
 #: the next word): a 'j' after one of them is part of its argument.
 _MAKE_ARG_OPTIONS = set("CfIoWE")
+
+#: BSD make's, from its getopt string.
+_BSD_MAKE_ARG_OPTIONS = set("CDIJTVdfjmv")
 
 #: Programs that join an inherited GNU make jobserver wherever they run in
 #: a build (ninja under make, make under ninja): each is counted, for the
@@ -83,10 +87,14 @@ def program_path(name: str) -> Path | None:
 
 def reads_buildsocket(path: Path) -> bool:
     """Whether the executable at *path* mentions BUILDSOCKET: a patched tool."""
+    return _holds(path, b"BUILDSOCKET")
+
+
+def _holds(path: Path, needle: bytes) -> bool:
     # Mapped, not read: cargo's executable alone is tens of megabytes.
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
-            return m.find(b"BUILDSOCKET") >= 0
+            return m.find(needle) >= 0
     except (OSError, ValueError):  # ValueError: an empty file
         return False
 
@@ -149,7 +157,14 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
     if name == "cmake" and "--build" in argv:
         return _detect_cmake(argv, env)
     if reads_buildsocket(path):
-        return Plan("protocol", name, "it reads BUILDSOCKET: a patched tool", argv=argv)
+        result = Plan(
+            "protocol", name, "it reads BUILDSOCKET: a patched tool", argv=argv
+        )
+        # Only BSD make has .MAKE.JOBS; its patch obeys with or without -j.
+        if _holds(path, b".MAKE.JOBS"):
+            result.reason += "; BSD make follows any count up to 1024, whatever its -j"
+            result.notices += _bsd_make_notices(argv, env)
+        return result
     version = tool_version(path)
     if version.startswith("GNU Make"):
         number = _version_tuple(version)
@@ -198,6 +213,32 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         "neither a patched tool nor GNU make, ninja >= 1.13 or cargo",
         argv=argv,
     )
+
+
+def _bsd_make_notices(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """What a patched BSD make does differently under bcrun: without -j it
+    runs its job engine, not compat mode (patches/bmake/NOTES.md)."""
+    flags: set[str] = set()
+    words = [*argv[1:], *env.get("MAKEFLAGS", "").split()]
+    argument_next = False
+    for word in words:
+        if argument_next or not word.startswith("-") or word in ("-", "--"):
+            argument_next = False
+            continue
+        for pos, letter in enumerate(word[1:], start=1):
+            flags.add(letter)
+            if letter in _BSD_MAKE_ARG_OPTIONS:
+                argument_next = pos == len(word) - 1
+                break
+    if "B" in flags:
+        return ["-B: BSD make's compat mode is not controlled (no count applies)"]
+    if "j" not in flags:
+        return [
+            "no -j: BSD make runs its job engine at the count rather than compat "
+            "mode: each target's commands run in one shell, as with -j "
+            "(-B keeps compat mode, uncontrolled)"
+        ]
+    return []
 
 
 def _detect_cmake(argv: list[str], env: Mapping[str, str]) -> Plan:

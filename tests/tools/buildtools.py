@@ -3,9 +3,11 @@
 Sources come from Debian's source packages (``apt-get source --tar-only``,
 which needs deb-src entries: tests/setup adds them); samurai, which no
 registry here has, from the directory or tarball named by
-$BCRUN_SAMURAI_SOURCE.  Each tool is built twice with patches/build, with and
-without bcrun's patch, into a cache keyed by the patch and the build script,
-so a changed patch is rebuilt and an unchanged one is not.
+$BCRUN_SAMURAI_SOURCE, or else from ../shared/vendor/samurai-1.3.tar.gz
+beside the project's root (where CI has it).  Each tool is built twice with
+patches/build, with and without bcrun's patch, into a cache keyed by the
+patch and the build script, so a changed patch is rebuilt and an unchanged
+one is not.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ BUILD = ROOT / "patches" / "build"
 CACHE = Path(
     os.environ.get("BCRUN_TEST_CACHE") or Path.home() / ".cache" / "bcrun-tests"
 )
+#: samurai 1.3 beside the project, where CI keeps it: used when
+#: $BCRUN_SAMURAI_SOURCE is unset.
+VENDORED_SAMURAI = ROOT.parent / "shared" / "vendor" / "samurai-1.3.tar.gz"
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,12 @@ def source_of(spec: ToolSpec) -> Path:
     if spec.debian_source is None:
         given = os.environ.get("BCRUN_SAMURAI_SOURCE")
         if not given:
+            if VENDORED_SAMURAI.exists():
+                return VENDORED_SAMURAI
             raise Unavailable(
                 "samurai's source is in no registry reached here: set "
-                "BCRUN_SAMURAI_SOURCE to a samurai-1.3 directory or tarball"
+                "BCRUN_SAMURAI_SOURCE to a samurai-1.3 directory or tarball "
+                f"(or put it at {VENDORED_SAMURAI})"
             )
         if not Path(given).exists():
             raise Unavailable(f"BCRUN_SAMURAI_SOURCE={given} does not exist")

@@ -18,9 +18,11 @@ class Tool:
     name: str
     program: Path
 
-    def argv(self, directory: Path, jobs: int, *extra: str) -> list[str]:
-        """Run the build in *directory* with -j *jobs*."""
-        args = [str(self.program), "-C", str(directory), "-j", str(jobs)]
+    def argv(self, directory: Path, jobs: int | None, *extra: str) -> list[str]:
+        """Run the build in *directory* with -j *jobs* (None: no -j)."""
+        args = [str(self.program), "-C", str(directory)]
+        if jobs is not None:
+            args += ["-j", str(jobs)]
         if self.name == "bmake":
             # No system mk files needed for these Makefiles.
             args.append("-r")
@@ -50,6 +52,12 @@ def get_tool(name: str, patched: bool) -> Tool:
 @pytest.fixture(params=PATCHED)
 def tool(request: pytest.FixtureRequest) -> Tool:
     """Each patched tool in turn."""
+    return get_tool(request.param, patched=True)
+
+
+@pytest.fixture(params=["gmake", "bmake"])
+def patched_make(request: pytest.FixtureRequest) -> Tool:
+    """Each patched make in turn: the tools whose builds run sub-makes."""
     return get_tool(request.param, patched=True)
 
 

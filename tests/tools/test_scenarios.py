@@ -47,7 +47,9 @@ def build_env(bcrun: Bcrun, log: JobLog, **extra: str) -> dict[str, str]:
     return dict(bcrun.env, JOBLOG=str(log.path), **extra)
 
 
-def start(bcrun: Bcrun, count: int, tool: Tool, project: Path, log: JobLog, jobs: int):
+def start(
+    bcrun: Bcrun, count: int, tool: Tool, project: Path, log: JobLog, jobs: int | None
+):
     proc = bcrun.start(
         "-j", str(count), *tool.argv(project, jobs), env=build_env(bcrun, log)
     )
@@ -91,6 +93,42 @@ def test_a_decrease_starts_nothing_at_or_above_the_new_count(bcrun, tool, tmp_pa
     assert proc.wait(60) == 0
     assert log.finished() == 10
     assert log.starts_while_at_or_above(1, decreased + GRACE_S) == []
+
+
+def test_a_count_above_the_starting_j_is_obeyed(bcrun, tool, tmp_path):
+    project = tmp_path / "p"
+    log = make_project(project, jobs=8, seconds=1)
+    proc, instance = start(bcrun, 3, tool, project, log, jobs=1)
+    wait_until(lambda: log.running_at(time.time()) >= 3, what="3 jobs at -j1")
+    before = time.time()
+    send_command(instance, "1:6")
+    wait_until(lambda: log.running_at(time.time()) >= 6, timeout=5, what="6 jobs")
+    reached = log.time_running_reached(6, before)
+    assert reached is not None
+    assert reached - before < 0.1, f"took {reached - before:.3f} s"
+    assert proc.wait(60) == 0
+    assert log.finished() == 8
+    assert log.max_running() == 6
+
+
+def test_without_j_the_count_is_obeyed(bcrun, tool, tmp_path):
+    """``bcrun TOOL``, no -j: the tool follows bcrun jobs and bcrun pause
+    all the same (BSD make leaves its compat mode for it)."""
+    project = tmp_path / "p"
+    log = make_project(project, jobs=9, seconds=0.5)
+    proc, _ = start(bcrun, 2, tool, project, log, jobs=None)
+    wait_until(lambda: log.running_at(time.time()) >= 2, what="2 jobs")
+    assert bcrun.run("pause").returncode == 0
+    paused = time.time()
+    time.sleep(0.8)  # the running jobs end
+    assert [j for j in log.intervals() if j.start > paused + GRACE_S] == []
+    before = time.time()
+    assert bcrun.run("jobs", "5").returncode == 0
+    wait_until(lambda: log.running_at(time.time()) >= 5, timeout=5, what="5 jobs")
+    assert proc.wait(60) == 0
+    assert log.finished() == 9
+    assert log.max_running(until=paused) == 2
+    assert log.max_running(since=before) == 5
 
 
 def test_zero_pauses_without_spinning_and_resumes(bcrun, tool, tmp_path):
@@ -320,6 +358,37 @@ def test_huge_counts_are_survived(tool, tmp_path):
     assert log.finished() == 4
 
 
+def test_a_controller_not_bcrun_takes_the_tool_from_j1_to_12_and_back(tool, tmp_path):
+    """A minimal controller of the tests' own, not bcrun's server."""
+    project = tmp_path / "p"
+    log = make_project(project, jobs=22, seconds=0.4)
+    controller, build = under_hostile_controller(tool, project, log, jobs=1)
+    try:
+        controller.accept()
+        controller.send(b"1\r\n")
+        wait_until(lambda: log.started() >= 1, what="the first job")
+        raised = time.time()
+        controller.send(b"12\r\n")
+        wait_until(lambda: log.running_at(time.time()) >= 12, timeout=5, what="12")
+        down = time.time()
+        controller.send(b"4\r\n")
+        wait_until(lambda: log.started() >= 16, timeout=10, what="16 jobs")
+        serial = time.time()
+        controller.send(b"1\r\n")
+        assert build.wait(30) == 0
+    finally:
+        if build.poll() is None:
+            build.kill()
+    assert log.finished() == 22
+    assert log.max_running(until=raised) == 1
+    assert log.max_running() == 12
+    late = [
+        j for j in log.starts_while_at_or_above(4, down + GRACE_S) if j.start < serial
+    ]
+    late += log.starts_while_at_or_above(1, serial + GRACE_S)
+    assert late == [], [(j.name, round(j.start - down, 3)) for j in late]
+
+
 def test_jobs_see_the_variables_unchanged_and_no_socket(bcrun, tool, tmp_path):
     project = tmp_path / "p"
     log = make_project(project, jobs=2, seconds=0.1)
@@ -341,12 +410,10 @@ def test_jobs_see_the_variables_unchanged_and_no_socket(bcrun, tool, tmp_path):
     assert fds and not [line for line in fds if "socket:" in line], fds
 
 
-def test_recursive_makes_run_the_count_in_all(bcrun, tool, tmp_path):
-    if not tool.makes:
-        pytest.skip(f"{tool.name} has no sub-makes")
+def test_recursive_makes_run_the_count_in_all(bcrun, patched_make, tmp_path):
     project = tmp_path / "p"
     log = make_project(project, jobs=4, seconds=0.4, recursive=2)
-    proc, instance = start(bcrun, 3, tool, project, log, jobs=8)
+    proc, instance = start(bcrun, 3, patched_make, project, log, jobs=8)
     wait_until(lambda: log.started() >= 3, what="3 jobs")
     assert log.max_running() <= 3
     send_command(instance, "1:2")
@@ -354,6 +421,23 @@ def test_recursive_makes_run_the_count_in_all(bcrun, tool, tmp_path):
     assert proc.wait(60) == 0
     assert log.finished() == 8
     assert log.max_running() == 3
+    late = log.starts_while_at_or_above(2, decreased + GRACE_S)
+    assert late == [], [(j.name, round(j.start - decreased, 3)) for j in late]
+
+
+@pytest.mark.parametrize("jobs", [1, None], ids=["j1", "no-j"])
+def test_recursive_makes_run_a_count_above_the_starting_j_in_all(
+    bcrun, patched_make, tmp_path, jobs
+):
+    project = tmp_path / "p"
+    log = make_project(project, jobs=4, seconds=0.5, recursive=2)
+    proc, instance = start(bcrun, 4, patched_make, project, log, jobs=jobs)
+    wait_until(lambda: log.running_at(time.time()) >= 4, what="4 jobs")
+    send_command(instance, "1:2")
+    decreased = time.time()
+    assert proc.wait(60) == 0
+    assert log.finished() == 8
+    assert log.max_running() == 4
     late = log.starts_while_at_or_above(2, decreased + GRACE_S)
     assert late == [], [(j.name, round(j.start - decreased, 3)) for j in late]
 

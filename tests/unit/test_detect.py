@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bcrun.detect import Plan, _clean_makeflags, _strip_jobs
+from bcrun.detect import Plan, _bsd_make_notices, _clean_makeflags, _strip_jobs
 from bcrun.errors import ConfigError
 
 
@@ -67,3 +67,25 @@ def test_cmake_parallel_options():
 def test_makeflags_lose_their_job_count(makeflags, expected):
     plan = Plan("jobserver", "make", "", "pipe", ["make"])
     assert _clean_makeflags(makeflags, plan) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "makeflags", "expected"),
+    [
+        (["bmake"], "", "no -j"),
+        (["bmake", "-k", "all"], "", "no -j"),
+        (["bmake", "-C", "j", "-fj"], "", "no -j"),  # arguments, not -j
+        (["bmake", "-j4"], "", None),
+        (["bmake", "-kj", "4"], "", None),
+        (["bmake"], "-j 4 -J 15,16", None),
+        (["bmake", "-B", "-j4"], "", "-B"),
+        (["bmake"], "-B", "-B"),
+    ],
+)
+def test_a_patched_bsd_make_says_how_it_runs(argv, makeflags, expected):
+    notices = _bsd_make_notices(argv, {"MAKEFLAGS": makeflags})
+    if expected is None:
+        assert notices == []
+    else:
+        (notice,) = notices
+        assert notice.startswith(expected + ":")
