@@ -51,7 +51,9 @@ def test_stat_line_with_a_name_holding_spaces_and_parentheses():
     fields += [str(7 * HZ), "0", "25"] + ["0"] * 20
     text = "42 (cc1 (x) y) " + " ".join(fields)
     stat = proc.parse_stat(text)
-    assert stat == ProcStat(42, 1, "cc1 (x) y", "S", 3.0, 7.0, 25 * PAGE, threads=3, processor=0)
+    assert stat == ProcStat(
+        42, 1, "cc1 (x) y", "S", 3.0, 7.0, 25 * PAGE, threads=3, processor=0
+    )
 
 
 def test_runnable_threads_of_a_real_process_with_busy_threads():
