@@ -220,8 +220,11 @@ JOB_HISTORY = 64
 COSTS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 COST_MARGIN = 1.1
 
-#: Weight of the newest look in the job cost's mean: some 3 s of memory.
-COST_SMOOTHING = 0.15
+#: Weight of the newest look in the job cost's mean: some 1.5 s of memory
+#: as it falls, and one look as it rises (jobs costing more than thought
+#: overload the machine: a link phase after distributed compiles).
+COST_SMOOTHING = 0.3
+COST_RISING = 0.5
 
 
 #: Looks with jobs running before the cost is told: the first jobs of a
@@ -458,7 +461,12 @@ class Sampler:
                     tasks += proc.runnable_threads(pid) or 0
                 else:
                     tasks += process.state == "R"
-        smoothing = COST_SMOOTHING
+        rising = (
+            self._job_tasks is not None
+            and self._job_count
+            and tasks / len(jobs) > self._job_tasks / self._job_count
+        )
+        smoothing = COST_RISING if rising else COST_SMOOTHING
         self._job_tasks = _smooth(self._job_tasks, tasks, smoothing)
         self._job_count = _smooth(self._job_count, len(jobs), smoothing)
         measured = max(self._job_tasks / self._job_count, COSTS[0])

@@ -82,7 +82,7 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 def c_project(directory: Path, files: int, links: int, program: Path) -> None:
     """*files* C files compiled with distcc, then *links* local jobs of a
-    whole CPU for a second each (the link phase)."""
+    whole CPU for two seconds each (the link phase)."""
     directory.mkdir()
     for index in range(files):
         body = []
@@ -103,7 +103,7 @@ def c_project(directory: Path, files: int, links: int, program: Path) -> None:
         "OBJS := $(patsubst %.c,%.o,$(sort $(wildcard *.c)))\n"
         f"all: {links_names}\n"
         f"{links_names}: $(OBJS)\n"
-        f"\t@{program} 1.0 links.log\n"
+        f"\t@{program} 2.0 links.log\n"
         "%.o: %.c\n"
         "\t@$(CC) -O2 -c $< -o $@\n"
     )
@@ -119,12 +119,14 @@ def test_a_distcc_build_runs_the_remote_slots_follows_a_host_leaving_and_links_l
 ) -> None:
     program = burner(tmp_path)
     project = tmp_path / "p"
-    c_project(project, files=48, links=4, program=program)
+    c_project(project, files=48, links=6, program=program)
     trace = tmp_path / "trace.jsonl"
     with distccd(1, tmp_path) as (port1, _), distccd(1, tmp_path) as (port2, second):
         bcrun.env["DISTCC_HOSTS"] = (
             f"127.0.0.1:{port1}/{SLOTS} 127.0.0.1:{port2}/{SLOTS}"
         )
+        # distcc needs its directory to exist, or it compiles locally.
+        (tmp_path / "distcc").mkdir()
         bcrun.env["DISTCC_DIR"] = str(tmp_path / "distcc")
         build = subprocess.Popen(
             ["taskset", "-c", "0",
@@ -160,4 +162,4 @@ def test_a_distcc_build_runs_the_remote_slots_follows_a_host_leaving_and_links_l
     assert linking, "a link phase was seen"
     assert linking[-1]["jobs"] == 1
     assert all(obj.exists() for obj in project.glob("u*.c")), out
-    assert len((project / "links.log").read_text().splitlines()) == 4
+    assert len((project / "links.log").read_text().splitlines()) == 6
