@@ -73,9 +73,9 @@ build's number in the name and bcrun's -v output beside each (.log).
 
 The default matrix: targets 8 and 32 with 2 and 3 builds under no load, the
 steady load and the bursty load; 1 and 4 builds at target 8, and 2 builds
-at target 2, under the steady load; the quota case.  It took about 22
-minutes here (2 CPUs, shared with other work); --quick (2 builds at target
-8, steady and bursty load, the quota case, 14 s builds) about 3 minutes.
+at target 2, under the steady load; the quota case.  It took 24 minutes
+here (2 CPUs, shared with other work); --quick (2 builds at target 8,
+steady and bursty load, the quota case, 14 s builds) 2.3 minutes.
 """
 
 from __future__ import annotations
@@ -436,7 +436,8 @@ def share_above(
 
 @dataclass
 class Figures:
-    """One variant's figures in one run (None: not measured or not met)."""
+    """One variant's figures in one run (None: not measured; in down_s and
+    back_s: never)."""
 
     wall_s: float | None = None
     fill: float | None = None
