@@ -15,7 +15,13 @@ Each run builds it, from clean, with:
   16 s later (--quick: 3 s and 8 s), each counting units of work;
 - the same burners alone, without a build (the external load's 100%);
 - ``make -jN`` and bcrun again on the idle machine (no burners), for
-  bcrun's throughput loss (the issue's target: at most 5%).
+  bcrun's throughput loss (the issue's target: at most 5%);
+- ``make -jN`` and bcrun once more, no burners, each in a new cgroup whose
+  CPU quota is 1 CPU (v1: cpu.cfs_quota_us = cpu.cfs_period_us; v2:
+  cpu.max "100000 100000"), the command inside it: the running cc1 (mean
+  of the samples; the quota: 1), the cgroup's throttled time (cpu.stat)
+  and bcrun's counts.  Where no such cgroup can be made, the table says
+  why.
 
 Every process runs in the benchmark's session, so in one autogroup, where
 nice works as documented; --sessions gives each build and burner a session
@@ -72,21 +78,27 @@ sys.path.insert(0, str(ROOT))
 
 from bcrun.metrics import usable_cpus  # noqa: E402
 from bench.harness import (  # noqa: E402
+    Cgroup,
     Children,
     Sampler,
     arguments,
     count_below,
+    count_range,
     cpu_busy_s,
+    cpu_quota,
+    cpu_quota_place,
     exits_cleanly,
     fmt,
     keep,
     median_of,
     percentile,
+    quota_table,
     read_text,
     run,
     running_tasks,
     say,
     table,
+    throttled_s,
     trace_ticks,
     version,
     wait_with_cpu,
@@ -419,6 +431,29 @@ def view(outcome: Outcome, n: int, burners: int) -> TraceView:
     return found
 
 
+@dataclass
+class QuotaRow:
+    """A build in a 1-CPU quota."""
+
+    wall_s: float
+    #: Running cc1, the mean of the samples (the quota: 1).
+    cc1_mean: float | None
+    throttled_s: float | None
+    #: bcrun's lowest and highest count; None for make.
+    counts: tuple[int, int] | None
+
+
+def quota_row(outcome: Outcome, throttled: float | None) -> QuotaRow:
+    cc1 = [c for _, _, c in outcome.samples]
+    jobs = [tick.jobs for tick in outcome.trace]
+    return QuotaRow(
+        outcome.wall_s,
+        sum(cc1) / len(cc1) if cc1 else None,
+        throttled,
+        (min(jobs), max(jobs)) if jobs else None,
+    )
+
+
 # -- the benchmark -------------------------------------------------------------
 
 
@@ -452,10 +487,13 @@ def run_variant(
     schedule: Schedule,
     trace: Path,
     log: Path,
+    group: Cgroup | None = None,
 ) -> Outcome:
+    """*variant*'s build from clean, inside *group* if given."""
     clean(project)
     trace.unlink(missing_ok=True)
-    outcome = measure(children, variant.argv, schedule, variant.env, log)
+    argv = group.enter(variant.argv) if group else variant.argv
+    outcome = measure(children, argv, schedule, variant.env, log)
     if variant.bcrun and trace.exists():
         keys = ("time", "jobs", "external_load", "cpu_busy", "build_cpu")
         outcome.trace = [
@@ -496,6 +534,7 @@ def main() -> int:
     if shutil.which("gcc") is None or shutil.which("make") is None:
         say("skipped: needs gcc and make")
         return 0
+    quota_where, quota_why = cpu_quota_place()
     with (
         exits_cleanly(args.sessions) as children,
         tempfile.TemporaryDirectory() as tmp_name,
@@ -519,6 +558,7 @@ def main() -> int:
         views: list[TraceView] = []
         idle_rows: dict[str, list[Row]] = {todo[0].name: [], todo[3].name: []}
         idle_views: list[TraceView] = []
+        quota_rows: dict[str, list[QuotaRow]] = {todo[0].name: [], todo[3].name: []}
         for turn in range(runs):
             say(f"run {turn + 1}/{runs}: the burners alone")
             alone = measure(children, None, loaded)
@@ -536,7 +576,8 @@ def main() -> int:
                 if variant.bcrun:
                     views.append(view(outcome, n, burners))
                     keep(trace, log, args.keep_trace)
-            for variant in (todo[3], todo[0]) if turn % 2 else (todo[0], todo[3]):
+            pair = (todo[3], todo[0]) if turn % 2 else (todo[0], todo[3])
+            for variant in pair:
                 say(f"  {variant.name}, idle machine")
                 outcome = run_variant(children, variant, project, idle, trace, log)
                 idle_rows[variant.name].append(analyse(outcome, n, burners, None))
@@ -544,8 +585,18 @@ def main() -> int:
                 if variant.bcrun:
                     idle_views.append(view(outcome, n, burners))
                     keep(trace, log, idle_trace)
+            for variant in pair if quota_where is not None else ():
+                say(f"  {variant.name}, in a 1-CPU quota")
+                with cpu_quota(quota_where, 1) as group:
+                    outcome = run_variant(
+                        children, variant, project, idle, trace, log, group
+                    )
+                    got = quota_row(outcome, throttled_s(group))
+                quota_rows[variant.name].append(got)
+                say(f"    {got.wall_s:.1f} s, {fmt(got.cc1_mean, ' cc1', 2)}")
         print(f"{version()}; {'a session each' if args.sessions else 'one session'}")
         report(n, burners, runs, loaded, loaded_rows, views, idle_rows, idle_views)
+        report_quota(quota_where, quota_why, quota_rows)
         say(f"kept: {args.keep_trace} and {idle_trace}, each with its .log")
     return 0
 
@@ -684,6 +735,28 @@ def report(
             "(the median of the per-run ratios; the issue's target: at most "
             f"+5%) -> {'met' if loss <= 0.05 else 'NOT met'}"
         )
+
+
+def report_quota(
+    where: tuple[int, Path] | None, why: str, rows: dict[str, list[QuotaRow]]
+) -> None:
+    cells = {
+        name: [
+            fmt(median_of([r.wall_s for r in got]), " s"),
+            fmt(median_of([r.cc1_mean for r in got]), "", 2),
+            fmt(median_of([r.throttled_s for r in got]), " s"),
+            count_range([r.counts for r in got]),
+        ]
+        for name, got in rows.items()
+    }
+    headers = [
+        "variant",
+        "build wall",
+        "cc1 running, mean (the quota: 1)",
+        "throttled",
+        "bcrun's count",
+    ]
+    print(quota_table(where, why, "no burners, medians", headers, cells))
 
 
 if __name__ == "__main__":

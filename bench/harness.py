@@ -1,6 +1,6 @@
-"""What bench/adaptive.py and bench/memory.py share: children that are
-always ended, a sampler thread, a reader of /proc, C helpers compiled once,
-and markdown tables.
+"""What the benchmarks of bench/ share: children that are always ended, a
+sampler thread, a reader of /proc, cgroups (memory limits, CPU quotas) that
+are always removed, C helpers compiled once, and markdown tables.
 
 Every child leads a process group of its own (or, with *sessions*, a
 session of its own), so that the terminal's Ctrl-C reaches only the
@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -239,6 +240,177 @@ def arguments(doc: str | None, trace_name: str) -> argparse.ArgumentParser:
     return parser
 
 
+# -- cgroups -------------------------------------------------------------------
+
+
+class Unusable(Exception):
+    """No cgroup of the kind needed can be made here; the message says why."""
+
+
+def own_cgroup(version: int, controller: str) -> Path | None:
+    """This process's cgroup directory in v2, or in the v1 hierarchy of
+    *controller*; None where that is not mounted."""
+    mounts: dict[int, tuple[str, str]] = {}
+    for line in (read_text("/proc/self/mountinfo") or "").splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        if tail[0] == "cgroup2":
+            mounts.setdefault(2, (fields[3], fields[4]))
+        elif tail[0] == "cgroup" and controller in tail[2].split(","):
+            mounts.setdefault(1, (fields[3], fields[4]))
+    if version not in mounts:
+        return None
+    root, point = mounts[version]
+    for line in (read_text("/proc/self/cgroup") or "").splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        mine = (
+            hierarchy == "0" if version == 2 else controller in controllers.split(",")
+        )
+        if mine:
+            relative = path[len(root) :] if root != "/" else path
+            return Path(point) / relative.lstrip("/")
+    return None
+
+
+@dataclass
+class Cgroup:
+    version: int
+    path: Path
+
+    @property
+    def procs(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def pids(self) -> list[int]:
+        return [int(p) for p in (read_text(self.procs) or "").split()]
+
+    def enter(self, argv: Sequence[str]) -> list[str]:
+        """*argv* run inside this cgroup, and so all it starts: a shell puts
+        itself in (``echo $$ > cgroup.procs``), then execs *argv*."""
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.procs), *argv]
+
+    def keyed(self, name: str) -> dict[str, int]:
+        """A flat keyed file of the cgroup (cpu.stat, memory.events) as
+        {key: value}; empty if it cannot be read."""
+        found = {}
+        for line in (read_text(self.path / name) or "").splitlines():
+            key, _, value = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                found[key] = int(value)
+        return found
+
+    def remove(self) -> None:
+        """Kill what is left inside, then remove the directory."""
+        deadline = time.monotonic() + 10
+        while self.path.exists() and time.monotonic() < deadline:
+            for pid in self.pids():
+                for sig in (signal.SIGKILL, signal.SIGCONT):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+            try:
+                self.path.rmdir()
+            except OSError:
+                time.sleep(0.05)
+        if self.path.exists():
+            say(f"warning: could not remove {self.path}")
+
+
+def v2_reason(parent: Path, controller: str) -> str | None:
+    """Why cgroup v2 cannot apply *controller* below *parent*; None if it can."""
+    controllers = (read_text(parent / "cgroup.controllers") or "").split()
+    if controller not in controllers:
+        return f"cgroup v2 at {parent} has no {controller} controller (bound to v1?)"
+    subtree = parent / "cgroup.subtree_control"
+    if controller in (read_text(subtree) or "").split():
+        return None
+    if (parent / "cgroup.type").exists():
+        # Not the root: enabling it there would move processes about.
+        return f"{controller} is not enabled for the children of {parent}"
+    try:
+        subtree.write_text(f"+{controller}")
+    except OSError as err:
+        return f"cannot enable {controller} in {subtree}: {err.strerror}"
+    return None
+
+
+def v1_reason(parent: Path) -> str | None:
+    if not os.access(parent, os.W_OK):
+        return f"{parent} is not writable (run as root)"
+    return None
+
+
+def choose_cgroup(controller: str) -> tuple[int, Path]:
+    """The cgroup version to use and the parent to make cgroups of
+    *controller* in: v2 where it has the controller, else v1; Unusable says
+    why neither."""
+    reasons = []
+    for v in (2, 1):
+        parent = own_cgroup(v, controller)
+        if parent is None:
+            reasons.append(f"no cgroup v{v} {controller} hierarchy is mounted")
+            continue
+        reason = v2_reason(parent, controller) if v == 2 else v1_reason(parent)
+        if reason is None:
+            return v, parent
+        reasons.append(reason)
+    raise Unusable("; ".join(reasons))
+
+
+@contextlib.contextmanager
+def new_cgroup(version: int, parent: Path) -> Iterator[Cgroup]:
+    """A new cgroup below *parent*; what is in it killed and the cgroup
+    removed on leaving, whatever happened."""
+    group = Cgroup(version, parent / f"bcrun-bench-{os.getpid()}")
+    group.path.mkdir()
+    try:
+        yield group
+    finally:
+        group.remove()
+
+
+@contextlib.contextmanager
+def cpu_quota(where: tuple[int, Path], cpus: float) -> Iterator[Cgroup]:
+    """A new cgroup (see :func:`new_cgroup`) whose processes get at most
+    *cpus* CPUs of time: the CFS quota, v1 cpu.cfs_quota_us against
+    cpu.cfs_period_us, v2 cpu.max."""
+    with new_cgroup(*where) as group:
+        if group.version == 1:
+            period = int(read_text(group.path / "cpu.cfs_period_us") or 100_000)
+            (group.path / "cpu.cfs_quota_us").write_text(str(int(cpus * period)))
+        else:
+            (group.path / "cpu.max").write_text(f"{int(cpus * 100_000)} 100000")
+        yield group
+
+
+def cpu_quota_place() -> tuple[tuple[int, Path] | None, str]:
+    """Where :func:`cpu_quota` can make its cgroups (one is made and
+    removed to find out), and ""; or None, and why nowhere."""
+    try:
+        where = choose_cgroup("cpu")
+    except Unusable as err:
+        return None, str(err)
+    try:
+        with cpu_quota(where, 1):
+            pass
+    except OSError as err:
+        return None, f"cannot make a CPU-quota cgroup below {where[1]}: {err.strerror}"
+    return where, ""
+
+
+def throttled_s(group: Cgroup) -> float | None:
+    """Seconds the cgroup's processes were held back by its CPU quota
+    (cpu.stat: v1 throttled_time in ns, v2 throttled_usec); None if not said."""
+    stat = group.keyed("cpu.stat")
+    if "throttled_usec" in stat:
+        return stat["throttled_usec"] / 1e6
+    if "throttled_time" in stat:
+        return stat["throttled_time"] / 1e9
+    return None
+
+
 # -- helpers and output ----------------------------------------------------------
 
 
@@ -253,6 +425,14 @@ def compile_c(source: str, output: Path, *flags: str) -> Path:
         text=True,
     )
     return output
+
+
+def count_range(counts: Sequence[tuple[int, int] | None]) -> str:
+    """ "LOW-HIGH" over (lowest, highest) pairs of bcrun's counts; "-" if none."""
+    got = [c for c in counts if c is not None]
+    if not got:
+        return "-"
+    return f"{min(c[0] for c in got)}-{max(c[1] for c in got)}"
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -278,6 +458,26 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def quota_table(
+    where: tuple[int, Path] | None,
+    why: str,
+    about: str,
+    headers: Sequence[str],
+    rows: dict[str, list[str]],
+) -> str:
+    """A heading and a table of builds run in a 1-CPU quota (each row a
+    variant's name and cells); where :func:`cpu_quota_place` found no
+    place (*where* None), each row says *why* instead."""
+    heading = "In a cgroup with a CPU quota of 1 CPU"
+    if where is not None:
+        heading += f" (cgroup v{where[0]})"
+    body = [
+        [name, *cells] if where else [name, f"not run: {why}", *["-"] * len(cells[1:])]
+        for name, cells in rows.items()
+    ]
+    return f"\n{heading}, {about}:\n\n" + table(headers, body)
 
 
 def run(main: Callable[[], int]) -> None:

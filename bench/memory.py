@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,14 +54,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
+    Cgroup,
     Children,
     Sampler,
+    Unusable,
     arguments,
+    choose_cgroup,
     compile_c,
     exits_cleanly,
     fmt,
     keep,
     median_of,
+    new_cgroup,
     read_text,
     run,
     say,
@@ -113,141 +115,38 @@ def write_makefile(
 # -- cgroups -------------------------------------------------------------------
 
 
-def own_cgroup(version: int) -> Path | None:
-    """This process's cgroup directory in the v1 memory hierarchy or in v2."""
-    mounts: dict[int, tuple[str, str]] = {}
-    for line in (read_text("/proc/self/mountinfo") or "").splitlines():
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3:
-            continue
-        if tail[0] == "cgroup2":
-            mounts.setdefault(2, (fields[3], fields[4]))
-        elif tail[0] == "cgroup" and "memory" in tail[2].split(","):
-            mounts.setdefault(1, (fields[3], fields[4]))
-    if version not in mounts:
-        return None
-    root, point = mounts[version]
-    for line in (read_text("/proc/self/cgroup") or "").splitlines():
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        mine = hierarchy == "0" if version == 2 else "memory" in controllers.split(",")
-        if mine:
-            relative = path[len(root) :] if root != "/" else path
-            return Path(point) / relative.lstrip("/")
-    return None
-
-
-@dataclass
-class Cgroup:
-    version: int
-    path: Path
-
-    @property
-    def procs(self) -> Path:
-        return self.path / "cgroup.procs"
-
-    def pids(self) -> list[int]:
-        return [int(p) for p in (read_text(self.procs) or "").split()]
-
-    def counters(self) -> dict[str, int]:
-        """OOM kills, limit hits and peak usage (bytes), as the kernel says."""
-        found = {}
-        if self.version == 1:
-            for line in (
-                read_text(self.path / "memory.oom_control") or ""
-            ).splitlines():
-                name, _, value = line.partition(" ")
-                if name == "oom_kill":
-                    found["oom_kills"] = int(value)
-            # The memory limit or the memory+swap one, whichever was hit.
-            for key, names in (
-                ("limit_hits", ("memory.failcnt", "memory.memsw.failcnt")),
-                ("peak", ("memory.max_usage_in_bytes",)),
-            ):
-                values = [read_text(self.path / name) for name in names]
-                got = [int(v) for v in values if v is not None]
-                if got:
-                    found[key] = max(got)
-        else:
-            for line in (read_text(self.path / "memory.events") or "").splitlines():
-                name, _, value = line.partition(" ")
-                if name in ("oom_kill", "max"):
-                    found["oom_kills" if name == "oom_kill" else "limit_hits"] = int(
-                        value
-                    )
-            text = read_text(self.path / "memory.peak")
-            if text is not None:
-                found["peak"] = int(text)
-        return found
-
-    def remove(self) -> None:
-        """Kill what is left inside, then remove the directory."""
-        deadline = time.monotonic() + 10
-        while self.path.exists() and time.monotonic() < deadline:
-            for pid in self.pids():
-                for sig in (signal.SIGKILL, signal.SIGCONT):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, sig)
-            try:
-                self.path.rmdir()
-            except OSError:
-                time.sleep(0.05)
-        if self.path.exists():
-            say(f"warning: could not remove {self.path}")
-
-
-def v2_reason(parent: Path) -> str | None:
-    """Why cgroup v2 cannot limit memory below *parent*; None if it can."""
-    controllers = (read_text(parent / "cgroup.controllers") or "").split()
-    if "memory" not in controllers:
-        return f"cgroup v2 at {parent} has no memory controller (bound to v1?)"
-    subtree = parent / "cgroup.subtree_control"
-    if "memory" in (read_text(subtree) or "").split():
-        return None
-    if (parent / "cgroup.type").exists():
-        # Not the root: enabling it there would move processes about.
-        return f"memory is not enabled for the children of {parent}"
-    try:
-        subtree.write_text("+memory")
-    except OSError as err:
-        return f"cannot enable memory in {subtree}: {err.strerror}"
-    return None
-
-
-def v1_reason(parent: Path) -> str | None:
-    if not os.access(parent, os.W_OK):
-        return f"{parent} is not writable (run as root)"
-    return None
-
-
-def choose_cgroup() -> tuple[int, Path]:
-    """The cgroup version to use and the parent to make cgroups in: v2
-    where it can limit memory, else v1; Unusable says why neither."""
-    reasons = []
-    for v, why in ((2, v2_reason), (1, v1_reason)):
-        parent = own_cgroup(v)
-        if parent is None:
-            reasons.append(f"no cgroup v{v} memory hierarchy is mounted")
-            continue
-        reason = why(parent)
-        if reason is None:
-            return v, parent
-        reasons.append(reason)
-    raise Unusable("; ".join(reasons))
-
-
-class Unusable(Exception):
-    pass
+def counters_of(group: Cgroup) -> dict[str, int]:
+    """OOM kills, limit hits and peak usage (bytes), as the kernel says."""
+    found = {}
+    if group.version == 1:
+        oom = group.keyed("memory.oom_control")
+        if "oom_kill" in oom:
+            found["oom_kills"] = oom["oom_kill"]
+        # The memory limit or the memory+swap one, whichever was hit.
+        for key, names in (
+            ("limit_hits", ("memory.failcnt", "memory.memsw.failcnt")),
+            ("peak", ("memory.max_usage_in_bytes",)),
+        ):
+            values = [read_text(group.path / name) for name in names]
+            got = [int(v) for v in values if v is not None]
+            if got:
+                found[key] = max(got)
+    else:
+        events = group.keyed("memory.events")
+        for name, key in (("oom_kill", "oom_kills"), ("max", "limit_hits")):
+            if name in events:
+                found[key] = events[name]
+        text = read_text(group.path / "memory.peak")
+        if text is not None:
+            found["peak"] = int(text)
+    return found
 
 
 @contextlib.contextmanager
 def limited_cgroup(version: int, parent: Path, limit: int) -> Iterator[Cgroup]:
     """A new cgroup below *parent*, limited to *limit* bytes of memory and
     swap together; killed and removed on leaving, whatever happened."""
-    group = Cgroup(version, parent / f"bcrun-bench-{os.getpid()}")
-    group.path.mkdir()
-    try:
+    with new_cgroup(version, parent) as group:
         if version == 1:
             # The memory limit first: memsw may not go below it.
             (group.path / "memory.limit_in_bytes").write_text(str(limit))
@@ -260,8 +159,6 @@ def limited_cgroup(version: int, parent: Path, limit: int) -> Iterator[Cgroup]:
             if swap.exists():
                 swap.write_text("0")
         yield group
-    finally:
-        group.remove()
 
 
 # -- one build -----------------------------------------------------------------
@@ -318,8 +215,7 @@ def run_variant(
     trace.unlink(missing_ok=True)
     outcome = Outcome()
     with limited_cgroup(*where, limit) as group:
-        enter = 'echo $$ > "$0" && exec "$@"'
-        argv = ["sh", "-c", enter, str(group.procs), *variant.argv]
+        argv = group.enter(variant.argv)
         with Sampler(lambda: hog_states(group)) as sampler, open(log, "w") as err:
             started = time.monotonic()
             build = children.start(
@@ -334,7 +230,7 @@ def run_variant(
         states = [value for _, value in sampler.samples]
         outcome.peak_running = max((r for r, _ in states), default=0)
         outcome.peak_stopped = max((s for _, s in states), default=0)
-        counters = group.counters()
+        counters = counters_of(group)
         outcome.oom_kills = counters.get("oom_kills")
         outcome.limit_hits = counters.get("limit_hits")
         outcome.peak_bytes = counters.get("peak")
@@ -373,7 +269,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     try:
-        where = choose_cgroup()
+        where = choose_cgroup("memory")
         with limited_cgroup(*where, 64 << 20):
             pass
     except (Unusable, OSError) as err:
