@@ -27,6 +27,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bcrun.cgroup import Cgroup as BcrunCgroup
+from bcrun.cgroup import own_cgroups
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -247,34 +250,6 @@ class Unusable(Exception):
     """No cgroup of the kind needed can be made here; the message says why."""
 
 
-def own_cgroup(version: int, controller: str) -> Path | None:
-    """This process's cgroup directory in v2, or in the v1 hierarchy of
-    *controller*; None where that is not mounted."""
-    mounts: dict[int, tuple[str, str]] = {}
-    for line in (read_text("/proc/self/mountinfo") or "").splitlines():
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3:
-            continue
-        if tail[0] == "cgroup2":
-            mounts.setdefault(2, (fields[3], fields[4]))
-        elif tail[0] == "cgroup" and controller in tail[2].split(","):
-            mounts.setdefault(1, (fields[3], fields[4]))
-    if version not in mounts:
-        return None
-    root, point = mounts[version]
-    for line in (read_text("/proc/self/cgroup") or "").splitlines():
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        mine = (
-            hierarchy == "0" if version == 2 else controller in controllers.split(",")
-        )
-        if mine:
-            relative = path[len(root) :] if root != "/" else path
-            return Path(point) / relative.lstrip("/")
-    return None
-
-
 @dataclass
 class Cgroup:
     version: int
@@ -346,17 +321,14 @@ def choose_cgroup(controller: str) -> tuple[int, Path]:
     """The cgroup version to use and the parent to make cgroups of
     *controller* in: v2 where it has the controller, else v1; Unusable says
     why neither."""
-    reasons = []
-    for v in (2, 1):
-        parent = own_cgroup(v, controller)
-        if parent is None:
-            reasons.append(f"no cgroup v{v} {controller} hierarchy is mounted")
-            continue
-        reason = v2_reason(parent, controller) if v == 2 else v1_reason(parent)
-        if reason is None:
-            return v, parent
-        reasons.append(reason)
-    raise Unusable("; ".join(reasons))
+    own: BcrunCgroup | None = getattr(own_cgroups(), controller)
+    if own is None:
+        raise Unusable(f"no cgroup hierarchy with {controller} is mounted")
+    v, parent = own.version, own.path
+    reason = v2_reason(parent, controller) if v == 2 else v1_reason(parent)
+    if reason is not None:
+        raise Unusable(reason)
+    return v, parent
 
 
 @contextlib.contextmanager
