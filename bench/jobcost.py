@@ -29,16 +29,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from shutil import which
 
@@ -55,8 +52,8 @@ from bench.harness import (
     say,
     table,
 )
-from tests.helpers import Bcrun
-from tests.integration.test_distcc import SLOTS, c_project
+from tests.helpers import Bcrun, read_trace
+from tests.integration.test_distcc import SLOTS, c_project, distccd, stop
 from tests.integration.test_sharing import burner
 
 #: A job of argv[2] threads, each busy for argv[3] of every 100 ms for
@@ -108,37 +105,6 @@ status=$?
 printf '%s end\\n' "$(date +%s.%N)" >> {log}
 exit $status
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def distccd(children: Children, directory: Path) -> Iterator[tuple[int, int]]:
-    """A distccd on loopback pinned to CPU 1: (port, pid)."""
-    port = free_port()
-    server = children.start(
-        ["taskset", "-c", "1", "distccd", "--no-detach", "--daemon",
-         "--allow", "127.0.0.1", "--listen", "127.0.0.1", "--port", str(port),
-         "--jobs", str(SLOTS), "--log-stderr"],
-        stderr=(directory / f"distccd-{port}.log").open("wb"),
-        env={**os.environ, "TMPDIR": "/tmp"},
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), 0.2),
-        ):
-            break
-        time.sleep(0.05)
-    try:
-        yield port, server.pid
-    finally:
-        children.end(server)
 
 
 def runnable_on_cpu0() -> int:
@@ -195,11 +161,6 @@ def in_flight(log: Path, since: float, until: float) -> float:
     return area / (until - since)
 
 
-def ticks(trace: Path) -> list[dict]:
-    lines = trace.read_text().splitlines() if trace.exists() else []
-    return [json.loads(line) for line in lines if line.endswith("}")]
-
-
 def distcc_scenario(children: Children, tmp: Path, burn: Path) -> list[list[str]]:
     rows: list[list[str]] = []
     for name, argv in (
@@ -242,7 +203,7 @@ def distcc_scenario(children: Children, tmp: Path, burn: Path) -> list[list[str]
                                        stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)  # fmt: skip
                 time.sleep(4.0)
-                os.kill(second, signal.SIGKILL)
+                stop(second)
                 stopped = time.time()
                 status = build.wait(300)
             samples = sampler.stop()
@@ -251,7 +212,7 @@ def distcc_scenario(children: Children, tmp: Path, burn: Path) -> list[list[str]
         first = min(float(t) for t, what in compiles if what == "start")
         flight = in_flight(log, first + 1.0, stopped)
         local = [n for t, n in samples if first + 1.0 <= t < last_compile]
-        seen = ticks(trace)
+        seen = read_trace(trace)
         follow = next(
             (t["time"] - stopped for t in seen if t["time"] > stopped
              and t["jobs"] <= SLOTS + 1),
@@ -310,7 +271,7 @@ def load_scenario(
         # The middle of the build: its start and its tail are not steady.
         middle = samples[len(samples) // 5 : -len(samples) // 5]
         load = statistics.mean(middle)
-        counts = [t["jobs"] for t in ticks(trace)]
+        counts = [t["jobs"] for t in read_trace(trace)]
         rows.append(
             [
                 kind,

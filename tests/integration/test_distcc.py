@@ -7,7 +7,6 @@ why, where distcc or two CPUs are missing."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Bcrun, wait_until
+from tests.helpers import Bcrun, read_trace, wait_until
 from tests.integration.test_sharing import burner
 
 pytestmark = [
@@ -109,11 +108,6 @@ def c_project(directory: Path, files: int, links: int, program: Path) -> None:
     )
 
 
-def ticks(trace: Path) -> list[dict]:
-    lines = trace.read_text().splitlines() if trace.exists() else []
-    return [json.loads(line) for line in lines if line.endswith("}")]
-
-
 def test_a_distcc_build_runs_the_remote_slots_follows_a_host_leaving_and_links_locally(
     bcrun: Bcrun, tmp_path: Path
 ) -> None:
@@ -135,7 +129,7 @@ def test_a_distcc_build_runs_the_remote_slots_follows_a_host_leaving_and_links_l
             env=bcrun.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         wait_until(
-            lambda: any(t["jobs"] >= 2 * SLOTS for t in ticks(trace)),
+            lambda: any(t["jobs"] >= 2 * SLOTS for t in read_trace(trace)),
             30,
             "the count to reach the remote slots",
         )
@@ -144,7 +138,7 @@ def test_a_distcc_build_runs_the_remote_slots_follows_a_host_leaving_and_links_l
         stopped = time.time()
         out, err = build.communicate(timeout=240)
     assert build.returncode == 0, err
-    seen = ticks(trace)
+    seen = read_trace(trace)
     before = [t for t in seen if t["time"] < stopped]
     after = [t for t in seen if t["time"] >= stopped]
     # The local room is the one CPU the build is given; the remote slots

@@ -5,7 +5,6 @@ test, and bcrun's own trace of what it decided."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -21,7 +20,7 @@ import pytest
 
 from bcrun.metrics import PEAK_WINDOW_S
 from bcrun.priority import autogroup_nice
-from tests.helpers import Bcrun, wait_until
+from tests.helpers import Bcrun, read_trace, wait_until
 from tests.tools.jobs import make_project
 
 pytestmark = pytest.mark.skipif(
@@ -31,16 +30,8 @@ pytestmark = pytest.mark.skipif(
 BURN = "while True: pass"
 
 
-def ticks(trace: Path) -> list[dict]:
-    try:
-        lines = trace.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in lines if line.endswith("}")]
-
-
 def first_tick(trace: Path, since: float, test) -> dict | None:
-    return next((t for t in ticks(trace) if t["time"] >= since and test(t)), None)
+    return next((t for t in read_trace(trace) if t["time"] >= since and test(t)), None)
 
 
 @contextmanager
@@ -76,7 +67,7 @@ def test_adaptive_gives_way_to_a_competing_load_and_takes_the_machine_back(
         )
         down = first_tick(trace, started, lambda t: t["jobs"] == 1)
         time.sleep(1.0)
-        during = [t["jobs"] for t in ticks(trace) if t["time"] > down["time"]]
+        during = [t["jobs"] for t in read_trace(trace) if t["time"] > down["time"]]
     stopped = time.time()
     wait_until(
         lambda: first_tick(trace, stopped, lambda t: t["jobs"] >= 2),
@@ -205,13 +196,13 @@ def test_trace_status_and_plot_of_a_real_build(bcrun: Bcrun, tmp_path: Path) -> 
         "make", "-j2", "-C", str(project),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    wait_until(lambda: len(ticks(trace)) >= 2, 10, "ticks")
+    wait_until(lambda: len(read_trace(trace)) >= 2, 10, "ticks")
     status = bcrun.run("status")
     _, stderr = build.communicate(timeout=60)
     assert build.returncode == 0, stderr
     assert "adaptive: external load" in status.stdout
     assert "available" in status.stdout and "job(s) running" in status.stdout
-    lines = ticks(trace)
+    lines = read_trace(trace)
     assert max(t["running"] for t in lines) >= 1
     assert all(t["policy"] == "adaptive,memory" for t in lines)
     assert {"target_load", "mem_reserve_bytes", "mem_available_bytes"} <= set(lines[-1])

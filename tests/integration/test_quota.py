@@ -4,12 +4,11 @@ build runs.  Skips, saying why, where no such cgroup can be made."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
 
-from tests.helpers import Bcrun, cpu_quota_cgroup, wait_until
+from tests.helpers import Bcrun, cpu_quota_cgroup, read_trace, wait_until
 from tests.integration.test_sharing import (
     burner,
     burning_project,
@@ -17,11 +16,6 @@ from tests.integration.test_sharing import (
     pytestmark,  # noqa: F401  (make and cc are needed here too)
     running_mean,
 )
-
-
-def ticks(trace: Path) -> list[dict]:
-    lines = trace.read_text().splitlines() if trace.exists() else []
-    return [json.loads(line) for line in lines if line.endswith("}")]
 
 
 def test_adaptive_runs_at_the_quota_and_follows_it_when_resized(
@@ -36,25 +30,27 @@ def test_adaptive_runs_at_the_quota_and_follows_it_when_resized(
                                         "make", "-C", str(log.parent))],
             env=bcrun.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        wait_until(lambda: len(ticks(trace)) >= 8, 20, "four seconds of the build")
+        wait_until(lambda: len(read_trace(trace)) >= 8, 20, "four seconds of the build")
         group.resize(2.0)
         resized = time.time()
         wait_until(
             lambda: any(
-                "target 2 (" in t["reason"] for t in ticks(trace) if t["time"] > resized
+                "target 2 (" in t["reason"]
+                for t in read_trace(trace)
+                if t["time"] > resized
             ),
             10,
             "the target to follow the quota",
         )
         _, stderr = build.communicate(timeout=60)
     assert build.returncode == 0, stderr
-    before = [t for t in ticks(trace) if t["time"] < resized]
+    before = [t for t in read_trace(trace) if t["time"] < resized]
     assert all(t["jobs"] == 1 for t in before), [t["jobs"] for t in before]
     source = before[-1]["cpu_capacity_source"]
     assert source.startswith("cfs quota of ") or source.startswith("cpu.max of ")
     assert source.endswith(": 1 CPU"), source
     assert f"target 1 ({source})" in before[-1]["reason"]
-    after = [t for t in ticks(trace) if t["time"] > resized]
+    after = [t for t in read_trace(trace) if t["time"] > resized]
     followed = next(t for t in after if "target 2 (" in t["reason"])
     assert followed["time"] - resized < 5.0
     assert followed["cpu_capacity"] == 2.0
