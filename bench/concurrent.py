@@ -513,6 +513,20 @@ def reaction(
     return down - a, None if back is None else back - b
 
 
+def total_count(
+    builds: Sequence[Sequence[tuple[float, int]]],
+) -> list[tuple[float, int]]:
+    """The builds' counts added up, at each tick of any of them."""
+    events = sorted((t, b, j) for b, ticks in enumerate(builds) for t, j in ticks)
+    latest: dict[int, int] = {}
+    total = []
+    for t, b, j in events:
+        latest[b] = j
+        if len(latest) == len(builds):
+            total.append((t, sum(latest.values())))
+    return total
+
+
 def analyse(scenario: Scenario, outcome: Outcome) -> Figures:
     got = Figures(
         wall_s=max(outcome.ends) - outcome.started,
@@ -538,17 +552,25 @@ def analyse(scenario: Scenario, outcome: Outcome) -> Figures:
                 every + outcome.load, scenario.target, a, b
             )
     window = steady_window(outcome.load) if scenario.load == "steady" else None
+    # Changes are counted while every build still has jobs to start: once
+    # one is in its tail, the others taking its share is no chasing.
+    steady_end = min(
+        (max(s for s, _ in build) for build in jobs if build), default=None
+    )
     rates = []
     for ticks, end in zip(outcome.ticks, outcome.ends, strict=False):
         edges = list(window) if window else []
-        changes, rate = changes_per_min(ticks, outcome.started, end, edges)
+        until = min(end, steady_end) if steady_end is not None else end
+        changes, rate = changes_per_min(ticks, outcome.started, until, edges)
         got.changes.append(changes)
         if rate is not None:
             rates.append(rate)
-        if window:
-            down, back = reaction(ticks, *window)
-            got.down_s.append(down)
-            got.back_s.append(back)
+    if window and outcome.ticks and all(outcome.ticks):
+        # The builds together: an uneven split (7 between 2) may leave one
+        # build's count where it was, rightly.
+        down, back = reaction(total_count(outcome.ticks), *window)
+        got.down_s.append(down)
+        got.back_s.append(back)
     got.changes_per_min = statistics.mean(rates) if rates else None
     counts = [j for ticks in outcome.ticks for _, j in ticks]
     got.counts = (min(counts), max(counts)) if counts else None
@@ -775,7 +797,7 @@ def report(
         f"lasts {fair_s:g} s at the hand split floor(T/N); load: T/4 burners "
         f"(at least 1), steady from {STEADY[0]:.0%} (at least {STARTUP_S:g} s) to "
         f"{STEADY[1]:.0%} of that, bursty {BURST_ON_S:g} s every "
-        f"{BURST_EVERY_S:g} s; down / back: median / largest over the builds\n"
+        f"{BURST_EVERY_S:g} s; down / back: of the builds' counts added up (median / largest over runs); changes: while every build still has jobs to start\n"
     )
     rows = []
     for scenario, by_variant in results.items():

@@ -22,9 +22,11 @@ Calm and fast: the count drops at once when the room calls for it (the
 sampler shows a load only once it has lasted two looks, so a short burst is
 never seen), and grows by two jobs or more as soon as the room has been
 there for the last look too (:attr:`Metrics.external_load_peak`): a load
-that ended, a peer that finished or went down to a serial step.  Growth by
-a single job, which noise could undo (a load near a threshold, a peer
-between two jobs), waits until the room has been there for 5 s.  Throttling by a CPU quota
+that ended, a peer that finished or went down to a serial step; so does any
+growth a load ending (a fall of LOAD_ENDED from the last seconds' peak)
+allows.  Other growth by a single job, which noise could undo (a load near
+a threshold, a peer between two jobs), waits until the room has been there
+for 5 s.  Throttling by a CPU quota
 counts as overload: one job fewer, and no growth while it lasts.  The count
 never goes below one job; ``bcrun pause`` is for that.
 """
@@ -51,6 +53,10 @@ ROTATE_S = 10.0
 
 #: Below this ratio of an uneven split's shares, the remainder rotates.
 ROTATE_BELOW = 0.9
+
+#: A fall of the external load, from the last seconds' peak, that is a
+#: load ending, not noise: any growth it allows is made at once.
+LOAD_ENDED = 1.5
 
 #: CPU-seconds a second held back by the quota that mean overload.
 THROTTLED = 0.5
@@ -168,7 +174,9 @@ def adaptive(metrics: Metrics, previous: int, settings: Settings) -> Decision:
     count = previous
     if lowest < previous:
         count = lowest
-    elif highest >= previous + big_step(target):
+    elif highest >= previous + big_step(target) or (
+        highest > previous and long_calm - calm >= LOAD_ENDED
+    ):
         count = highest
     else:
         # Small growth only if the leanest moment of the last seconds (the

@@ -626,3 +626,25 @@ def test_a_job_s_cost_stays_on_its_step_through_noise():
         step = cost_step(noise.uniform(0.9, 1.15), step)
         steps.add(step)
     assert steps == {1.0}
+
+
+def test_growth_of_one_job_is_made_at_once_when_a_load_has_ended():
+    """Two builds at 3 each under a load of 2: when it ends, each grows by
+    one job within two looks, not after the 5 s a small step waits for."""
+    externals = [2.0] * 12 + [0.0] * 4
+    series = [
+        replace(m, peers=(peer(2, 3.0),), own_key=(0.0, 1)) for m in loads(*externals)
+    ]
+    counts = run_series("adaptive", series, Settings(jobs=8))
+    assert counts[11] == 3
+    assert counts[13] == 4
+
+
+def test_growth_of_one_job_near_a_threshold_waits_for_the_long_calm():
+    noise = [1.4, 1.6] * 20
+    series = [
+        replace(m, peers=(peer(2, 3.0),), own_key=(0.0, 1)) for m in loads(*noise)
+    ]
+    counts = run_series("adaptive", series, Settings(jobs=8))
+    changes = sum(a != b for a, b in itertools.pairwise(counts[2:]))
+    assert changes <= 1, counts
