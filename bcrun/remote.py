@@ -5,9 +5,9 @@ bcrun's own.
 - distcc: its host list (``DISTCC_HOSTS``, else ``$DISTCC_DIR/hosts``,
   else ``/etc/distcc/hosts``), slots per host (``/N``; 4 by default, as
   distcc(1) says), each TCP host probed for an answer;
-- icecream: the scheduler's monitor port (``listcs``: each compile
-  server's job limit), when ``ICECC_SCHEDULER`` or ``USE_SCHEDULER`` names
-  it; it needs no root;
+- icecream: the scheduler's monitor port, next to its own (``listcs``:
+  each compile server's job limit), when ``ICECC_SCHEDULER`` or
+  ``USE_SCHEDULER`` names it; it needs no root;
 - sccache-dist: ``sccache --dist-status`` (JSON: the scheduler's CPUs).
 
 A build uses one when its command line or environment names the engine
@@ -121,7 +121,7 @@ def distcc_hosts_text(env: Mapping[str, str]) -> tuple[str, str] | None:
 
 def parse_icecream_listcs(text: str) -> tuple[int, int]:
     """``(servers, slots)`` from the monitor's ``listcs`` answer: a line per
-    compile server, ``[hostname] ip:port ... jobs=N/MAX ...``."""
+    compile server, `` node (ip:port) [platform] speed=S jobs=N/MAX load=L``."""
     servers = slots = 0
     for line in text.splitlines():
         for field in line.split():
@@ -201,8 +201,9 @@ def _read_icecream(env: Mapping[str, str]) -> Remote | None:
     scheduler = env.get("ICECC_SCHEDULER") or env.get("USE_SCHEDULER")
     if not scheduler:
         return None
+    # The monitor listens next to the scheduler's own port (8765 + 1).
     host, _, port = scheduler.partition(":")
-    address = (host, int(port) if port.isdigit() else ICECREAM_MONITOR_PORT)
+    address = (host, int(port) + 1 if port.isdigit() else ICECREAM_MONITOR_PORT)
     try:
         with socket.create_connection(address, PROBE_TIMEOUT_S) as sock:
             sock.settimeout(PROBE_TIMEOUT_S)

@@ -37,11 +37,14 @@ def test_distcc_host_list_of_only_the_local_machine_has_no_remote_slots():
 
 
 def test_icecream_monitor_lists_compile_servers_and_their_job_limits():
+    # As icecream 1.4's scheduler answers on its monitor port.
     text = (
+        "200-ICECC 1.4.0: 96s uptime, 3 hosts, 0 jobs in queue (12 total).\n"
+        "200 Use 'help' for help and 'quit' to quit.\n"
+        " build1 (10.0.0.1:10245) [x86_64] speed=120.50 jobs=2/8 load=300\n"
+        " build2 (10.0.0.2:10245) [x86_64] speed=200.00 jobs=0/16 load=10\n"
+        " noslots (10.0.0.3:10245) [x86_64] speed=1.00 jobs=0/0 load=1000\n"
         "200 done\n"
-        "[build1] 10.0.0.1:10245 (x86_64) jobs=2/8 speed=120 load=300\n"
-        "[build2] 10.0.0.2:10245 (x86_64) jobs=0/16 speed=200 load=10\n"
-        "[noslots] 10.0.0.3:10245 (x86_64) jobs=0/0 speed=1 load=1000\n"
     )
     assert parse_icecream_listcs(text) == (3, 24)
 
