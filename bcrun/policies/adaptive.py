@@ -49,7 +49,7 @@ TOLERANCE = 0.5
 YOUNG_S = 2.0
 
 #: Seconds between turns of who gets the remainder of an uneven split.
-ROTATE_S = 7.0
+ROTATE_S = 7.5
 
 #: Below this ratio of an uneven split's shares, the remainder rotates.
 ROTATE_BELOW = 0.9
