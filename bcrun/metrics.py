@@ -330,6 +330,8 @@ class Sampler:
             pid: build_use(processes, pid, TOOLS, children)
             for pid in peer_bcruns(processes, me, build.pids)
         }
+        # A bcrun with no child runs no build (bcrun status, jobs, serve).
+        peer_uses = {pid: use for pid, use in peer_uses.items() if len(use.pids) > 1}
         # Bound to some of the machine's CPUs (a cpuset, taskset), only the
         # load on those is in the way.
         mine = own_cpus()

@@ -168,3 +168,31 @@ def test_signal_masks_of_a_status_file() -> None:
     assert masks.has(masks.caught, signal.SIGCHLD)
     assert proc.read_signal_masks(os.getpid()) is not None
     assert proc.read_signal_masks(2**22 + 1) is None
+
+
+def test_the_sampler_sees_other_bcrun_builds_as_peers_and_nothing_else():
+    """A process named bcrun with a child (a build) is a peer; one without
+    (bcrun status, bcrun serve) is not."""
+    name = "import sys; open('/proc/self/comm', 'w').write('bcrun'); "
+    with_build = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            name + "import subprocess; subprocess.run(['sleep', '30'])",
+        ]
+    )
+    without = subprocess.Popen(
+        [sys.executable, "-c", name + "import time; time.sleep(30)"]
+    )
+    try:
+        sampler = Sampler()
+        deadline = time.monotonic() + 10
+        peers: set[int] = set()
+        while peers != {with_build.pid} and time.monotonic() < deadline:
+            time.sleep(0.05)
+            peers = {peer.pid for peer in sampler.sample().peers}
+        assert peers == {with_build.pid}
+    finally:
+        for child in (with_build, without):
+            child.kill()
+            child.wait()
