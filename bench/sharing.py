@@ -2,7 +2,7 @@
 N x make -jT -lT and the fair split chosen by hand, N x make -j(T/N), all
 in the same run.
 
-    python3 -m bench.concurrent [--quick] [--runs R] [--targets 8,32]
+    python3 -m bench.sharing [--quick] [--runs R] [--targets 8,32]
                                 [--builds 2,3] [--loads none,steady,bursty,quota]
                                 [--seconds S] [--json FILE] [--keep-trace PATH]
 
@@ -593,7 +593,7 @@ def names(text: str) -> list[str]:
 
 
 def main() -> int:
-    parser = arguments(__doc__, "bcrun-concurrent-trace.jsonl")
+    parser = arguments(__doc__, "bcrun-sharing-trace.jsonl")
     parser.set_defaults(runs=1)
     parser.add_argument("--quick", action="store_true", help="the quick subset")
     parser.add_argument("--targets", type=numbers, help="targets, like 8,32")
