@@ -171,13 +171,16 @@ def adaptive(metrics: Metrics, previous: int, settings: Settings) -> Decision:
     heaviest = [replace(p, load=max(p.load, p.load_peak)) for p in recent]
     drop, grow = part(now, metrics.peers), part(calm, recent)
     lowest, highest = count_for(drop.jobs, metrics), count_for(grow.jobs, metrics)
+    # After a load ended, growth of any size is made at once, but judging
+    # peers by their heaviest use: a peer's dip then is not room either.
+    ended = count_for(part(calm, heaviest).jobs, metrics)
     count = previous
     if lowest < previous:
         count = lowest
-    elif highest >= previous + big_step(target) or (
-        highest > previous and long_calm - calm >= LOAD_ENDED
-    ):
+    elif highest >= previous + big_step(target):
         count = highest
+    elif ended > previous and long_calm - calm >= LOAD_ENDED:
+        count = ended
     else:
         # Small growth only if the leanest moment of the last seconds (the
         # most external load, each peer's heaviest use) allowed it too.
