@@ -26,9 +26,14 @@ that ended, a peer that finished or went down to a serial step; so does any
 growth a load ending (a fall of LOAD_ENDED from the last seconds' peak)
 allows.  Other growth by a single job, which noise could undo (a load near
 a threshold, a peer between two jobs), waits until the room has been there
-for 5 s.  Throttling by a CPU quota
-counts as overload: one job fewer, and no growth while it lasts.  The count
-never goes below one job; ``bcrun pause`` is for that.
+for 5 s.  Throttling by a CPU quota counts as overload: one job fewer,
+and no growth while it lasts.  The count never goes below one job;
+``bcrun pause`` is for that.
+
+Shares are runnable load, not jobs: the count is the share over what one
+job of this build makes (:attr:`Metrics.job_cost`), so jobs that wait run
+more (at most :data:`WAITING_LIMIT` times the share, or the share plus a
+distributed compiler's remote slots) and multithreaded ones fewer.
 """
 
 from __future__ import annotations
