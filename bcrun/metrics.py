@@ -337,7 +337,8 @@ class Sampler:
         mine = own_cpus()
         if now - self._cgroups_read_s >= CGROUPS_S:
             self._cgroups, self._cgroups_read_s = cgroup.own_cgroups(), now
-        capacity = cgroup.read_cpu_limit(self._cgroups, usable_cpus())
+        cpus = usable_cpus()
+        capacity = cgroup.read_cpu_limit(self._cgroups, cpus)
         quota = cgroup.read_cpu_stat(self._cgroups, capacity)
         pressure = {r: proc.read_pressure(r) for r in ("cpu", "memory", "io")}
         pressure["quota"] = cgroup.read_cpu_pressure(self._cgroups, capacity)
@@ -410,7 +411,7 @@ class Sampler:
         own = processes.get(me)
         return Metrics(
             time_s=now,
-            cpus=usable_cpus(),
+            cpus=cpus,
             cpu_capacity=capacity.cpus,
             cpu_capacity_source=capacity.source,
             cpu_throttled=throttled,
