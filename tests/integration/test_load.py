@@ -53,8 +53,11 @@ def test_a_flood_of_hostile_connections_costs_little_and_delays_nothing(bcrun):
     assert hostile["connect_errors"] == 0, hostile
     assert not result.control_errors, result.control_errors
     assert len(result.delays) >= 5, result.delays
-    worst = max(delay for _, delay in result.delays)
-    assert worst < 0.1, f"the build's client waited {worst:.3f} s: {result.delays}"
+    # Typically about 1 ms each; the bound on the worst leaves room for one
+    # stall of a busy CI machine, the median's for none of the flood's cost.
+    delays = sorted(delay for _, delay in result.delays)
+    assert delays[len(delays) // 2] < 0.02, f"the build's client waited: {delays}"
+    assert delays[-1] < 0.25, f"the build's client waited: {delays}"
     assert result.peak_fds <= result.base_fds + FD_EXTRA_MAX, (
         f"{result.peak_fds} descriptors, {result.base_fds} at the start"
     )

@@ -82,18 +82,25 @@ class JobLog:
             best = max(best, sum(1 for i in intervals if i.start <= t < i.end))
         return best
 
-    def starts_while_at_or_above(self, count: int, since: float) -> list[Interval]:
+    def starts_while_at_or_above(
+        self, count: int, since: float, ending: float = 0.0
+    ) -> list[Interval]:
         """Jobs started after *since* while *count* or more others ran.
 
         "Others" are jobs started before this one (in log order for starts
-        in the same instant), so two jobs started together count once.
+        in the same instant), so two jobs started together count once.  With
+        *ending*, others that end within that many seconds of the start do
+        not count: a sub-make may start a job on its own implicit slot while
+        another sub-make's jobs, started together, are ending.  A token kept
+        against a decrease still shows, as a job that runs beside the others
+        for its whole length.
         """
         intervals = self.intervals()
         return [
             job
             for index, job in enumerate(intervals)
             if job.start > since
-            and sum(1 for i in intervals[:index] if job.start < i.end) >= count
+            and sum(1 for i in intervals[:index] if job.start + ending < i.end) >= count
         ]
 
     def time_running_reached(self, count: int, since: float) -> float | None:
