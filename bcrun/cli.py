@@ -3,7 +3,8 @@
 ``bcrun [OPTIONS] [--] COMMAND [ARGS]...`` runs a build (the ``run``
 subcommand, implied when the first word is not a subcommand's name);
 ``bcrun jobs|pause|resume|status`` control running builds; ``bcrun serve``
-is the multi-build server.
+is the multi-build server.  The common case of ``run`` is read without
+click by bcrun.quickargs, which must read it as this module does.
 
 Exit status: the build's own; 125 for bcrun's errors, 126 when COMMAND cannot
 be run, 127 when it is not found (as nice(1) and env(1) do).
@@ -11,12 +12,7 @@ be run, 127 when it is not found (as nice(1) and env(1) do).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import selectors
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -26,21 +22,19 @@ from typing import Any, NoReturn
 import click
 
 from bcrun import __version__
-from bcrun.cgroup import CpuLimit
 from bcrun.commands import JobsValue, parse_jobs_value
 from bcrun.config import settings_defaults
 from bcrun.control import choose_instance, query_status, send_command
-from bcrun.detect import NOT_FOUND, plan
-from bcrun.errors import BcrunError, ConfigError, ControlError, LaunchError
+from bcrun.errors import BcrunError, ControlError
 from bcrun.instances import running_instances
-from bcrun.launcher import ExitStatus, exit_like
-from bcrun.metrics import cpu_capacity, default_jobs
+from bcrun.launcher import ExitStatus
+from bcrun.main import fail, finish
 from bcrun.plot import plot as plot_trace
 from bcrun.policies import POLICIES, Policy
 from bcrun.protocol import COUNT_MAX
-from bcrun.remote import engine_of, read_remote
 from bcrun.schedule import Schedule, parse_schedule
-from bcrun.settings import Settings
+from bcrun.start import RunRequest
+from bcrun.start import run as run_build
 from bcrun.units import (
     Size,
     format_duration,
@@ -48,10 +42,6 @@ from bcrun.units import (
     parse_duration,
     parse_size,
 )
-from bcrun.wrapper import run_build
-
-#: Status for bcrun's own errors, as nice(1) and env(1) use it.
-EXIT_ERROR = 125
 
 
 class PolicyList(click.ParamType):  # type: ignore[type-arg]
@@ -309,98 +299,27 @@ def run(
         raise click.BadParameter(
             "the schedule policy needs --schedule RULES", param_hint="--policy"
         )
-    control = plan(list(command), os.environ, via)
-    capacity = cpu_capacity()
-    if explain:
-        click.echo(control.explain())
-        for notice in control.notices:
-            click.echo(notice)
-        click.echo(explain_count(control.jobs, jobs, policies, load, capacity))
-        engine = engine_of(list(command), os.environ)
-        if engine is not None:
-            click.echo(explain_remote(engine, policies))
-        return 0
-    with contextlib.ExitStack() as stack:
-        trace_file = None
-        if trace is not None:
-            try:
-                trace_file = stack.enter_context(open(trace, "w", encoding="utf-8"))
-            except OSError as err:
-                raise ConfigError(f"--trace {trace}: {err.strerror}") from err
-        for notice in control.notices:
-            click.echo(f"bcrun: {notice}", err=True)
-        if control.via == "none" and control.reason != NOT_FOUND:
-            click.echo(
-                f"bcrun: {control.tool} is neither a patched tool nor a jobserver "
-                f"client bcrun knows ({control.reason}): only what in it reads "
-                "BUILDSOCKET obeys",
-                err=True,
-            )
-        if jobs is None:
-            # A -jN bcrun took off the tool's command line is what the user meant.
-            jobs = control.jobs or default_jobs(capacity)
-        settings = Settings(
+    return run_build(
+        RunRequest(
+            command=list(command),
             jobs=jobs,
+            policies=tuple(policy.name for policy in policies),
             min_jobs=min_jobs,
             max_jobs=max_jobs,
-            tick_s=tick,
             load=load,
             mem_reserve=mem_reserve,
             freeze=freeze,
             active_jobs=active_jobs,
-            idle_after_s=idle_after,
+            idle_after=idle_after,
             schedule=schedule,
+            nice=nice,
+            trace=trace,
+            tick=tick,
+            via=via,
+            explain=explain,
+            verbose=verbose,
         )
-        _check_loop_descriptors()
-        return asyncio.run(
-            run_build(control, policies, settings, verbose, nice, trace_file)
-        )
-
-
-def explain_count(
-    taken: int | None,
-    jobs: int | None,
-    policies: Sequence[Policy],
-    load: float | None,
-    capacity: CpuLimit,
-) -> str:
-    """What --explain says of the count: where -j comes from, and the
-    adaptive target."""
-    if jobs is not None:
-        said = f"-j {jobs} (bcrun's -j)"
-    elif taken is not None:
-        said = f"-j {taken} (the tool's own -j)"
-    else:
-        said = f"-j {default_jobs(capacity)} ({capacity.source})"
-    if "adaptive" in {policy.name for policy in policies}:
-        target = f"--load {load:g}" if load is not None else capacity.source
-        said += f"; adaptive target: {target}, shared with other bcrun builds"
-    return f"count: {said}"
-
-
-def explain_remote(engine: str, policies: Sequence[Policy]) -> str:
-    """What --explain says of a distributed compiler the build uses."""
-    remote = read_remote(engine, os.environ)
-    said = remote.source if remote else f"{engine}: no remote capacity found"
-    if "adaptive" not in {policy.name for policy in policies}:
-        return f"{said}; only --policy adaptive follows it"
-    return (
-        f"{said}; adaptive: up to those slots plus the local room, as many jobs "
-        "as keep the local runnable load at the target, at what a job of this "
-        "build costs here (learned while it runs); hosts re-read every 3 s"
     )
-
-
-def _check_loop_descriptors() -> None:
-    """Fail in one line if the event loop cannot have its descriptors (an
-    epoll and a socket pair): asyncio would fail with a traceback."""
-    try:
-        with selectors.DefaultSelector():
-            left, right = socket.socketpair()
-            left.close()
-            right.close()
-    except OSError as err:
-        raise LaunchError(f"cannot start: {err.strerror}", EXIT_ERROR) from err
 
 
 pid_option = click.option(
@@ -552,31 +471,25 @@ def serve_command(
     control token printed at start: new, N:JOBS, N:pause, N:resume, dump,
     status, help, quit.
     """
+    import asyncio
+
     from bcrun.serve import serve  # only this command needs it: start-up
 
     asyncio.run(serve(addresses, debug, long_tokens, test_mode, user))
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point: run the command line, exit as the build or bcrun says."""
+    """Run the command line with click, exit as the build or bcrun says
+    (bcrun.main reads the common case without click)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = cli.main(args, prog_name="bcrun", standalone_mode=False)
-    except LaunchError as err:
-        _fail(str(err), err.exit_code)
     except BcrunError as err:
-        _fail(str(err), EXIT_ERROR)
+        fail(err)
     except click.UsageError as err:
-        _fail(f"{err.format_message()} (try 'bcrun --help')", EXIT_ERROR)
+        fail(f"{err.format_message()} (try 'bcrun --help')")
     except click.ClickException as err:
-        _fail(err.format_message(), EXIT_ERROR)
+        fail(err.format_message())
     except (click.Abort, KeyboardInterrupt):
         sys.exit(130)
-    if isinstance(result, ExitStatus):
-        exit_like(result)
-    sys.exit(result if isinstance(result, int) else 0)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"bcrun: {message}", err=True)
-    sys.exit(code)
+    finish(result)

@@ -20,18 +20,18 @@ or refuses (ConfigError) where removing them would change what the build does.
 
 from __future__ import annotations
 
-import mmap
+import contextlib
 import os
 import re
 import shutil
-import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bcrun.errors import ConfigError
-from bcrun.jobserver import Style
+
+if TYPE_CHECKING:
+    from bcrun.jobserver import Style
 
 Via = Literal["protocol", "jobserver", "none"]
 
@@ -52,26 +52,40 @@ JOBSERVER_CLIENTS = frozenset({"make", "gmake", "ninja", "cargo"})
 NOT_FOUND = "not found"
 
 
-@dataclass
 class Plan:
-    """How one build is controlled, and why; filled by :func:`plan`."""
+    """How one build is controlled, and why; filled by :func:`plan`.  (A
+    plain class: a dataclass's import would cost bcrun's start-up several
+    milliseconds.)"""
 
-    via: Via
-    tool: str
-    reason: str
-    style: Style | None = None
-    argv: list[str] = field(default_factory=list)
-    #: Variables to remove from the build's environment.
-    unset: list[str] = field(default_factory=list)
-    #: MAKEFLAGS as the build should see it, without any -j or jobserver.
-    makeflags: str | None = None
-    #: The -jN taken from the command line, to start with.
-    jobs: int | None = None
-    #: Names of the jobserver clients whose direct children are jobs, for
-    #: counting the tokens the build holds (none for cargo: rustc takes
-    #: tokens of its own).
-    clients: frozenset[str] = frozenset()
-    notices: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        via: Via,
+        tool: str,
+        reason: str,
+        style: Style | None = None,
+        argv: list[str] | None = None,
+        *,
+        clients: frozenset[str] = frozenset(),
+    ) -> None:
+        self.via = via
+        self.tool = tool
+        self.reason = reason
+        self.style = style
+        self.argv = argv or []
+        #: Variables to remove from the build's environment.
+        self.unset: list[str] = []
+        #: MAKEFLAGS as the build should see it, without any -j or jobserver.
+        self.makeflags: str | None = None
+        #: The -jN taken from the command line, to start with.
+        self.jobs: int | None = None
+        #: Names of the jobserver clients whose direct children are jobs, for
+        #: counting the tokens the build holds (none for cargo: rustc takes
+        #: tokens of its own).
+        self.clients = clients
+        self.notices: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"Plan({self.via!r}, {self.tool!r}, {self.reason!r}, {self.style!r})"
 
     def explain(self) -> str:
         how = {"protocol": "the build-control protocol", "none": "no control"}.get(
@@ -92,6 +106,8 @@ def reads_buildsocket(path: Path) -> bool:
 
 def _holds(path: Path, needle: bytes) -> bool:
     # Mapped, not read: cargo's executable alone is tens of megabytes.
+    import mmap  # only for a program not in ProgramFacts
+
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
             return m.find(needle) >= 0
@@ -99,8 +115,19 @@ def _holds(path: Path, needle: bytes) -> bool:
         return False
 
 
+def _says_buildsocket(path: Path) -> str:
+    return "yes" if reads_buildsocket(path) else "no"
+
+
+def _says_bsd_make(path: Path) -> str:
+    """Whether *path* is a BSD make: only it has .MAKE.JOBS."""
+    return "yes" if _holds(path, b".MAKE.JOBS") else "no"
+
+
 def tool_version(path: Path) -> str:
     """The first line of ``PROGRAM --version``, or '' if it does not say."""
+    import subprocess  # only when the program is not in the cache
+
     try:
         result = subprocess.run(
             [str(path), "--version"],
@@ -115,6 +142,86 @@ def tool_version(path: Path) -> str:
     return lines[0].strip() if lines else ""
 
 
+class ProgramFacts:
+    """What bcrun learnt of each program it was asked to run: whether it
+    reads BUILDSOCKET, the first line of its ``--version``.  Finding out
+    costs each build's start a few milliseconds (running ``make
+    --version``; mapping cargo's tens of megabytes), so it is kept in
+    ``$XDG_CACHE_HOME/bcrun/programs`` for as long as the file stays the
+    same (device, inode, size, modification and change times); a cache that
+    cannot be read or written is done without.
+
+    The file holds a heading line, then a line per program: its path, its
+    identity and its facts (``name=value``), separated by tabs.
+    """
+
+    HEADING = "bcrun programs 1"
+    #: Programs remembered; the ones learnt first are forgotten first.
+    MOST = 64
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        base = environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        self.path = Path(base) / "bcrun" / "programs"
+        self._programs: dict[str, dict[str, str]] | None = None
+        self._changed = False
+
+    def get(self, program: Path, name: str, find: Callable[[Path], str]) -> str:
+        """The fact *name* of *program*: remembered, or found by *find*."""
+        key = str(program)
+        try:
+            st = os.stat(program)
+        except OSError:
+            return find(program)
+        if "\t" in key or "\n" in key:
+            # Kept on one line, between tabs: not such a path.
+            return find(program)
+        identity = (
+            f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+        )
+        programs = self._load()
+        entry = programs.get(key)
+        if entry is None or entry.get("") != identity:
+            entry = programs[key] = {"": identity}
+        if name not in entry:
+            # Kept on one line, between tabs.
+            entry[name] = " ".join(find(program).split())
+            self._changed = True
+        return entry[name]
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        if self._programs is None:
+            self._programs = {}
+            with contextlib.suppress(OSError, UnicodeError):
+                lines = self.path.read_text(encoding="utf-8").split("\n")
+                if lines[0] == self.HEADING:
+                    for line in lines[1:]:
+                        key, _, rest = line.partition("\t")
+                        identity, *facts = rest.split("\t")
+                        entry = {"": identity}
+                        entry.update(fact.partition("=")[::2] for fact in facts)
+                        self._programs[key] = entry
+        return self._programs
+
+    def __enter__(self) -> ProgramFacts:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._changed or self._programs is None:
+            return
+        lines = [self.HEADING]
+        for key, entry in list(self._programs.items())[-self.MOST :]:
+            facts = [f"{name}={value}" for name, value in entry.items() if name]
+            lines.append("\t".join([key, entry[""], *facts]))
+        work = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            work.write_text("\n".join(lines), encoding="utf-8")
+            # Published by one rename: another bcrun reads the old or the new.
+            os.replace(work, self.path)
+        with contextlib.suppress(OSError):
+            os.unlink(work)
+
+
 def _version_tuple(text: str) -> tuple[int, ...]:
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
     if not match:
@@ -127,7 +234,8 @@ def plan(argv: Sequence[str], env: Mapping[str, str], via: str = "auto") -> Plan
     if via == "protocol":
         name = os.path.basename(argv[0])
         return Plan("protocol", name, "asked for with --via protocol", argv=list(argv))
-    result = _detect(list(argv), env)
+    with ProgramFacts(env) as facts:
+        result = _detect(list(argv), env, facts)
     if via == "jobserver" and result.via != "jobserver":
         raise ConfigError(
             f"--via jobserver: {result.tool} cannot be driven through a jobserver "
@@ -149,23 +257,24 @@ def _enclosing_jobserver(env: Mapping[str, str]) -> bool:
     return bool(re.search(r"--jobserver-(auth|fds)=", env.get("MAKEFLAGS", "")))
 
 
-def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
+def _detect(argv: list[str], env: Mapping[str, str], facts: ProgramFacts) -> Plan:
     path = program_path(argv[0])
     name = os.path.basename(argv[0])
     if path is None:
         return Plan("none", name, NOT_FOUND, argv=argv)
     if name == "cmake" and "--build" in argv:
-        return _detect_cmake(argv, env)
-    if reads_buildsocket(path):
+        return _detect_cmake(argv, env, facts)
+    if facts.get(path, "buildsocket", _says_buildsocket) == "yes":
         result = Plan(
             "protocol", name, "it reads BUILDSOCKET: a patched tool", argv=argv
         )
         # Only BSD make has .MAKE.JOBS; its patch obeys with or without -j.
-        if _holds(path, b".MAKE.JOBS"):
+        if facts.get(path, "bsd-make", _says_bsd_make) == "yes":
             result.reason += "; BSD make follows any count up to 1024, whatever its -j"
             result.notices += _bsd_make_notices(argv, env)
         return result
-    version = tool_version(path)
+    version = facts.get(path, "version", tool_version)
+    ninja = name.startswith("ninja") or name == "samu"
     if version.startswith("GNU Make"):
         number = _version_tuple(version)
         tool = f"GNU make {'.'.join(map(str, number))}"
@@ -182,7 +291,7 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         return Plan(
             "none", tool, "older than 4.2, which --jobserver-auth needs", argv=argv
         )
-    if name.startswith("ninja") or name == "samu":
+    if ninja:
         number = _version_tuple(version)
         tool = f"{name} {version.split()[0] if version else '(no version)'}"
         if name.startswith("ninja") and number >= (1, 13):
@@ -241,7 +350,7 @@ def _bsd_make_notices(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return []
 
 
-def _detect_cmake(argv: list[str], env: Mapping[str, str]) -> Plan:
+def _detect_cmake(argv: list[str], env: Mapping[str, str], facts: ProgramFacts) -> Plan:
     where = argv[argv.index("--build") + 1] if argv[-1] != "--build" else "."
     cache = Path(where) / "CMakeCache.txt"
     try:
@@ -255,7 +364,7 @@ def _detect_cmake(argv: list[str], env: Mapping[str, str]) -> Plan:
         return Plan(
             "none", "cmake --build", f"{cache} names no build program", argv=argv
         )
-    inner = _detect([match.group(1).strip(), *argv[1:]], env)
+    inner = _detect([match.group(1).strip(), *argv[1:]], env, facts)
     inner.tool = f"cmake --build ({inner.tool})"
     inner.argv = argv
     return inner
