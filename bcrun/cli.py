@@ -265,7 +265,12 @@ def cli() -> None:
 @click.option(
     "--explain", is_flag=True, help="Say how COMMAND would be controlled, and exit."
 )
-@click.option("-v", "--verbose", is_flag=True, help="Say each change and why.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Say how COMMAND is controlled, and each change and why.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     jobs: int | None,

@@ -10,12 +10,17 @@
 3. ninja 1.13 or later (``ninja --version``): a jobserver on a fifo;
 4. cargo: a jobserver on two pipes, which bcrun routes;
 5. ``cmake --build DIR``: what the build tool in DIR's CMakeCache.txt gets;
-6. anything else: no control of its own, with a notice; BUILDSOCKET is set
-   all the same, so that patched tools it runs obey.
+6. anything else: no control of its own (said under -v); BUILDSOCKET is
+   set all the same, so that patched tools it runs obey.
 
 A jobserver client leaves the pool when told its own job count, so a jobserver
-plan also says which arguments and variables to remove (with a notice each),
-or refuses (ConfigError) where removing them would change what the build does.
+plan also says which arguments and variables to remove (with a notice each,
+shown under -v).
+
+A command that runs no job (``make -n``, ``-q``, ``--version``...) or asks
+for a serial build (``make -j1``) gets nothing: bcrun runs it as it is
+(plan ``direct``), so that ``alias make='bcrun make'`` changes nothing of
+what it does, prints or returns.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from bcrun.errors import ConfigError
 if TYPE_CHECKING:
     from bcrun.jobserver import Style
 
-Via = Literal["protocol", "jobserver", "none"]
+Via = Literal["protocol", "jobserver", "none", "direct"]
 
 #: GNU make's short options that take an argument (the rest of the word, or
 #: the next word): a 'j' after one of them is part of its argument.
@@ -82,15 +87,19 @@ class Plan:
         #: counting the tokens the build holds (none for cargo: rustc takes
         #: tokens of its own).
         self.clients = clients
+        #: The option that asks for a serial build (``-j1``), if any.
+        self.serial: str | None = None
         self.notices: list[str] = []
 
     def __repr__(self) -> str:
         return f"Plan({self.via!r}, {self.tool!r}, {self.reason!r}, {self.style!r})"
 
     def explain(self) -> str:
-        how = {"protocol": "the build-control protocol", "none": "no control"}.get(
-            self.via, f"a jobserver ({self.style})"
-        )
+        how = {
+            "protocol": "the build-control protocol",
+            "none": "no control",
+            "direct": "run as it is",
+        }.get(self.via, f"a jobserver ({self.style})")
         return f"{self.tool}: {how}: {self.reason}"
 
 
@@ -235,7 +244,7 @@ def plan(argv: Sequence[str], env: Mapping[str, str], via: str = "auto") -> Plan
         name = os.path.basename(argv[0])
         return Plan("protocol", name, "asked for with --via protocol", argv=list(argv))
     with ProgramFacts(env) as facts:
-        result = _detect(list(argv), env, facts)
+        result = _detect(list(argv), env, facts, as_is=via == "auto")
     if via == "jobserver" and result.via != "jobserver":
         raise ConfigError(
             f"--via jobserver: {result.tool} cannot be driven through a jobserver "
@@ -250,6 +259,17 @@ def plan(argv: Sequence[str], env: Mapping[str, str], via: str = "auto") -> Plan
         return Plan("none", result.tool, why, argv=result.argv)
     if result.via == "jobserver":
         _strip_overrides(result, env)
+        if result.serial is not None:
+            # The user asked for one job at a time: a jobserver cannot
+            # promise that (each client runs a job without a token), and
+            # make alone gives it.
+            if via == "jobserver":
+                raise ConfigError(
+                    f"--via jobserver: {result.serial} asks for a serial build, "
+                    "which a jobserver cannot promise: drop it, or use bcrun -j 1"
+                )
+            why = f"{result.serial} asks for a serial build"
+            return Plan("direct", result.tool, why, argv=list(argv))
     return result
 
 
@@ -257,7 +277,11 @@ def _enclosing_jobserver(env: Mapping[str, str]) -> bool:
     return bool(re.search(r"--jobserver-(auth|fds)=", env.get("MAKEFLAGS", "")))
 
 
-def _detect(argv: list[str], env: Mapping[str, str], facts: ProgramFacts) -> Plan:
+def _detect(
+    argv: list[str], env: Mapping[str, str], facts: ProgramFacts, as_is: bool = True
+) -> Plan:
+    """How *argv* obeys; with *as_is*, a command that runs no job is run
+    as it is."""
     path = program_path(argv[0])
     name = os.path.basename(argv[0])
     if path is None:
@@ -278,6 +302,9 @@ def _detect(argv: list[str], env: Mapping[str, str], facts: ProgramFacts) -> Pla
     if version.startswith("GNU Make"):
         number = _version_tuple(version)
         tool = f"GNU make {'.'.join(map(str, number))}"
+        idle = _runs_no_job(argv, env, ninja=False) if as_is else None
+        if idle is not None:
+            return Plan("direct", tool, f"{idle} runs no job", argv=argv)
         if number >= (4, 2):
             # 4.4 takes a fifo, which a ninja it runs can join too.
             return Plan(
@@ -294,6 +321,9 @@ def _detect(argv: list[str], env: Mapping[str, str], facts: ProgramFacts) -> Pla
     if ninja:
         number = _version_tuple(version)
         tool = f"{name} {version.split()[0] if version else '(no version)'}"
+        idle = _runs_no_job(argv, env, ninja=True) if as_is else None
+        if idle is not None:
+            return Plan("direct", tool, f"{idle} runs no job", argv=argv)
         if name.startswith("ninja") and number >= (1, 13):
             # Kitware's build (PyPI's ninja) takes pipes too.
             pipes = "jobserver-pipe" in version
@@ -379,6 +409,9 @@ def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
     if name == "cmake":
         result.argv = _strip_jobs(result, "--parallel", combined=False)
         if "CMAKE_BUILD_PARALLEL_LEVEL" in env:
+            level = env["CMAKE_BUILD_PARALLEL_LEVEL"]
+            if result.jobs is None and level.strip() == "1":
+                result.serial = "CMAKE_BUILD_PARALLEL_LEVEL=1"
             result.unset.append("CMAKE_BUILD_PARALLEL_LEVEL")
             result.notices.append(
                 "removed CMAKE_BUILD_PARALLEL_LEVEL: cmake would pass -j and escape the jobserver"
@@ -389,14 +422,12 @@ def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
 
 
 def _take_jobs(result: Plan, value: str | None, shown: str) -> None:
+    # The last count given wins, as in make.
     if value is not None and value.isdigit():
-        jobs = int(value)
-        if jobs == 1:
-            raise ConfigError(
-                f"{shown} asks for a serial build, which a jobserver cannot promise: "
-                "drop it, or use bcrun -j 1 (or --via protocol with a patched tool)"
-            )
-        result.jobs = jobs
+        result.jobs = int(value)
+        result.serial = shown if result.jobs == 1 else None
+    else:
+        result.serial = None
     result.notices.append(
         f"took {shown} off the command line: bcrun's jobserver sets the count"
     )
@@ -470,6 +501,9 @@ def _clean_makeflags(makeflags: str, result: Plan) -> str:
     kept = []
     for index, word in enumerate(words):
         if re.fullmatch(r"-j\d*|--jobs(=\d+)?", word):
+            if result.jobs is None and re.sub(r"\D", "", word) == "1":
+                # The command line's count would win over this one.
+                result.serial = f"{word} in MAKEFLAGS"
             result.notices.append(
                 f"took {word} out of MAKEFLAGS: bcrun's jobserver sets the count"
             )
@@ -482,3 +516,67 @@ def _clean_makeflags(makeflags: str, result: Plan) -> str:
                 continue
         kept.append(word)
     return " ".join(kept)
+
+
+# -- commands that run no job ------------------------------------------------
+
+#: GNU make's options after which it runs no job: it says whether the
+#: targets are up to date, prints what it would run, marks files up to date,
+#: or prints its version or help (make(1)).  And -p: it prints make's
+#: database (the environment and MAKEFLAGS included), then builds as usual;
+#: run as it is, the database is the makefiles' own, not bcrun's too.
+_MAKE_IDLE_LETTERS = "qntvhp"
+_MAKE_IDLE_LONG = frozenset(
+    {"--question", "--just-print", "--dry-run", "--recon", "--touch"}
+    | {"--version", "--help", "--print-data-base"}
+)
+#: Long options of GNU make whose argument may be the next word.
+_MAKE_LONG_ARGUMENTS = frozenset(
+    {"--directory", "--file", "--makefile", "--include-dir", "--old-file"}
+    | {"--assume-old", "--new-file", "--assume-new", "--what-if", "--eval"}
+)
+#: ninja's (and samurai's): a dry run, a subtool, the help; -v is --verbose.
+_NINJA_IDLE_LETTERS = "nth"
+_NINJA_IDLE_LONG = frozenset({"--version", "--help"})
+
+
+def _runs_no_job(
+    argv: Sequence[str], env: Mapping[str, str], ninja: bool
+) -> str | None:
+    """The option of *argv*, or of MAKEFLAGS, after which GNU make (or
+    ninja with *ninja*) runs no job; None if it builds."""
+    if ninja:
+        idle, idle_long = _NINJA_IDLE_LETTERS, _NINJA_IDLE_LONG
+        arguments, long_arguments = "Cfjkldw", frozenset[str]()
+    else:
+        idle, idle_long = _MAKE_IDLE_LETTERS, _MAKE_IDLE_LONG
+        arguments, long_arguments = "".join(_MAKE_ARG_OPTIONS), _MAKE_LONG_ARGUMENTS
+    words = list(argv[1:])
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        if word == "--":
+            break
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            if name in idle_long:
+                return word
+            skip = name in long_arguments and "=" not in word
+        elif word.startswith("-"):
+            for pos, letter in enumerate(word[1:]):
+                if letter in idle:
+                    return f"-{letter}"
+                if letter in arguments:
+                    # The rest of the word is its argument, else the next word.
+                    skip = pos == len(word) - 2
+                    break
+    if not ninja:
+        # The flags an enclosing make passes on: single letters first.
+        first = env.get("MAKEFLAGS", "").split()[:1]
+        if first and not first[0].startswith("-") and "=" not in first[0]:
+            for letter in first[0]:
+                if letter in "qntp":
+                    return f"-{letter} (MAKEFLAGS)"
+    return None

@@ -166,6 +166,25 @@ def _spawn_niced(argv: list[str], env: Mapping[str, str], nice: int) -> Process:
         raise LaunchError(f"--nice {nice}: cannot set the priority", 125) from err
 
 
+def exec_as_is(argv: list[str], env: Mapping[str, str]) -> NoReturn:
+    """Become *argv*, unchanged: for a command bcrun has nothing to control
+    (``make -n``, ``make -j1``), whose status, signals and output are then
+    the command's own with nothing in between.
+
+    Raises LaunchError as :func:`spawn` does when it cannot be run.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for sig in RESTORED:
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as err:
+        for sig in RESTORED:
+            signal.signal(sig, signal.SIG_IGN)
+        raise _not_started(argv, err) from err
+
+
 def _not_started(argv: list[str], err: OSError) -> LaunchError:
     """The error of a command that could not be started, as a shell says it."""
     if isinstance(err, FileNotFoundError):

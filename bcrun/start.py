@@ -5,7 +5,8 @@ Python has: everything up to the build's exec imports only what it uses
 (no click, psutil, asyncio or sampler), and the rest (the event loop, the
 hub, the policies and the sampler) is imported while the build starts:
 
-1. plan how the command obeys (bcrun.detect);
+1. plan how the command obeys (bcrun.detect); a command that runs no job,
+   or asks for a serial build, is simply executed, as it is;
 2. work out the first count (bcrun.startcount);
 3. make the runtime directory, bind the socket, fill the jobserver;
 4. record the signals that come meanwhile, start the build, and answer its
@@ -38,6 +39,7 @@ from bcrun.launcher import (
     EarlySignals,
     ExitStatus,
     Process,
+    exec_as_is,
     spawn,
 )
 from bcrun.listener import Greeter, bind_unix
@@ -128,6 +130,10 @@ def run(request: RunRequest) -> ExitStatus | int:
         if engine is not None:
             print(explain_remote(engine, request.policies))
         return 0
+    if control.via == "direct":
+        if request.verbose:
+            print(f"bcrun: {control.explain()}", file=sys.stderr)
+        exec_as_is(control.argv, os.environ)
     with contextlib.ExitStack() as stack:
         trace = None
         if request.trace is not None:
@@ -135,15 +141,18 @@ def run(request: RunRequest) -> ExitStatus | int:
                 trace = stack.enter_context(open(request.trace, "w", encoding="utf-8"))
             except OSError as err:
                 raise ConfigError(f"--trace {request.trace}: {err.strerror}") from err
-        for notice in control.notices:
-            print(f"bcrun: {notice}", file=sys.stderr)
-        if control.via == "none" and control.reason != NOT_FOUND:
-            print(
-                f"bcrun: {control.tool} is neither a patched tool nor a "
-                f"jobserver client bcrun knows ({control.reason}): only what "
-                "in it reads BUILDSOCKET obeys",
-                file=sys.stderr,
-            )
+        if request.verbose:
+            # Said only when asked: behind `alias make='bcrun make'`, the
+            # output is the tool's own.
+            for notice in control.notices:
+                print(f"bcrun: {notice}", file=sys.stderr)
+            if control.via == "none" and control.reason != NOT_FOUND:
+                print(
+                    f"bcrun: {control.tool} is neither a patched tool nor a "
+                    f"jobserver client bcrun knows ({control.reason}): only what "
+                    "in it reads BUILDSOCKET obeys",
+                    file=sys.stderr,
+                )
         # bcrun's -j, else a -jN bcrun took off the tool's command line (what
         # the user meant), else the CPUs; bcrun.wrapper checks the last with
         # the sampler's own reading.
