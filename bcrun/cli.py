@@ -13,6 +13,7 @@ be run, 127 when it is not found (as nice(1) and env(1) do).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from bcrun.main import fail, finish
 from bcrun.plot import plot as plot_trace
 from bcrun.policies import POLICIES, Policy
 from bcrun.protocol import COUNT_MAX
+from bcrun.recommend import export_lines
+from bcrun.recommend import recommend as recommended
 from bcrun.schedule import Schedule, parse_schedule
 from bcrun.start import RunRequest
 from bcrun.start import run as run_build
@@ -333,12 +336,83 @@ pid_option = click.option(
 
 
 @cli.command()
-@click.argument("value", type=JobsParam())
+@click.argument("value", type=JobsParam(), required=False)
 @pid_option
-def jobs(value: JobsValue, pid: int | None) -> None:
+@click.option(
+    "--recommend",
+    is_flag=True,
+    help="Print the count bcrun would start a build at here and now: the CPUs "
+    "this process may use (cgroup quotas too), at most what fits in memory.",
+)
+@click.option(
+    "--export",
+    type=click.Choice(["sh", "env"]),
+    is_flag=False,
+    flag_value="sh",
+    default=None,
+    help="With --recommend: print the variables that carry the count to "
+    "make, cargo, cmake, ctest, samurai and Debian builds, as 'export "
+    "NAME=VALUE' for sh, or NAME=VALUE lines for an env file (=env).",
+)
+@click.option(
+    "--job-memory",
+    type=SizeParam(),
+    default=None,
+    help="With --recommend: what one job of the build takes at most "
+    "[default: the memory policy's 512M].",
+)
+@click.option(
+    "--mem-reserve",
+    type=SizeParam(),
+    default=None,
+    help="With --recommend: the memory to leave available [default: 10%, at most 4G].",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="With --recommend: say where the count comes from.",
+)
+@click.pass_context
+def jobs(
+    ctx: click.Context,
+    value: JobsValue | None,
+    pid: int | None,
+    recommend: bool,
+    export: str | None,
+    job_memory: Size | None,
+    mem_reserve: Size | None,
+    verbose: bool,
+) -> None:
     """Set a running build's job count: N pins it, 'auto' hands it back
-    to the policy."""
-    _command(pid, f"1:{value}")
+    to the policy.  With --recommend, print the count for a build bcrun
+    does not run."""
+    if not recommend:
+        alone = (("--export", export), ("--job-memory", job_memory))
+        for name, given in (*alone, ("--mem-reserve", mem_reserve)):
+            if given is not None:
+                raise click.UsageError(f"{name} goes with --recommend")
+        if value is None:
+            raise click.MissingParameter(ctx=ctx, param=ctx.command.params[0])
+        _command(pid, f"1:{value}")
+        return
+    if value is not None or pid is not None:
+        raise click.UsageError("--recommend takes no count and no --pid")
+    if job_memory is not None and job_memory.bytes is None:
+        raise click.BadParameter("a size, not a percentage", param_hint="--job-memory")
+    if mem_reserve is None:
+        # The memory policy's reserve as the build's settings give it.
+        mem_reserve = settings_defaults(run).get("mem_reserve")
+    count, reason = recommended(
+        job_memory.bytes if job_memory is not None else None, mem_reserve
+    )
+    if verbose:
+        click.echo(f"bcrun: {count} jobs: {reason}", err=True)
+    if export is None:
+        click.echo(count)
+        return
+    for line in export_lines(count, os.environ, shell=export == "sh"):
+        click.echo(line)
 
 
 @cli.command()
