@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.shell_completion import CompletionItem
 
 from bcrun import __version__
 from bcrun.commands import JobsValue, parse_jobs_value
@@ -51,6 +52,17 @@ class PolicyList(click.ParamType):  # type: ignore[type-arg]
     """``--policy a,b``: names of policies, combined by the smallest cap."""
 
     name = "POLICY[,POLICY...]"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        given, _, last = incomplete.rpartition(",")
+        head = f"{given}," if given else ""
+        return [
+            CompletionItem(head + name)
+            for name in POLICIES
+            if name.startswith(last) and name not in given.split(",")
+        ]
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -134,12 +146,31 @@ class BcrunGroup(click.Group):
     """Runs ``run`` when the first argument names no subcommand."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.resilient_parsing and not args:
+            # Completing the first word: a subcommand, or a command to run
+            # (shell_complete).
+            return super().parse_args(ctx, args)
         if not args or args[0] not in {*self.commands, "--help", "-h", "--version"}:
             args = ["run", *args]
-        if args[0] == "run":
+        if args[0] == "run" and not ctx.resilient_parsing:
             # The configuration file and BCRUN_* variables: run's defaults.
             ctx.default_map = {"run": settings_defaults(self.commands["run"])}
         return super().parse_args(ctx, args)
+
+    def shell_complete(
+        self, ctx: click.Context, incomplete: str
+    ) -> list[CompletionItem]:
+        """The first word: a subcommand, a command to run, or an option of
+        either the group or a build."""
+        items = super().shell_complete(ctx, incomplete)
+        if incomplete.startswith("-"):
+            run_command = self.commands["run"]
+            items += run_command.shell_complete(
+                click.Context(run_command, parent=ctx, resilient_parsing=True),
+                incomplete,
+            )
+            return items
+        return items + _complete_program(incomplete)
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage("bcrun", "[OPTIONS] [--] COMMAND [ARGS]...")
@@ -151,6 +182,45 @@ class BcrunGroup(click.Group):
         # The options of a build first: they are what 'bcrun [OPTIONS]' means.
         self.commands["run"].format_options(ctx, formatter)
         self.format_commands(ctx, formatter)
+
+
+class RunCommand(click.Command):
+    """``run``: past COMMAND, every word is COMMAND's."""
+
+    def shell_complete(
+        self, ctx: click.Context, incomplete: str
+    ) -> list[CompletionItem]:
+        if ctx.params.get("command"):
+            return [CompletionItem(incomplete, type="file")]
+        return super().shell_complete(ctx, incomplete)
+
+
+def _complete_program(incomplete: str) -> list[CompletionItem]:
+    """The programs in PATH whose names start with *incomplete*; a path is
+    the shell's to complete."""
+    if "/" in incomplete:
+        return [CompletionItem(incomplete, type="file")]
+    found = set()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        try:
+            names = os.listdir(directory or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(incomplete) and os.access(
+                os.path.join(directory or ".", name), os.X_OK
+            ):
+                found.add(name)
+    return [CompletionItem(name) for name in sorted(found)]
+
+
+def _complete_command(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """COMMAND: a program; after it, its own arguments (files)."""
+    if ctx.params.get("command"):
+        return [CompletionItem(incomplete, type="file")]
+    return _complete_program(incomplete)
 
 
 @click.group(
@@ -172,6 +242,7 @@ def cli() -> None:
 
 
 @cli.command(
+    cls=RunCommand,
     context_settings={"allow_interspersed_args": False},
     short_help="Run COMMAND under control (the default subcommand).",
 )
@@ -274,7 +345,13 @@ def cli() -> None:
     is_flag=True,
     help="Say how COMMAND is controlled, and each change and why.",
 )
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument(
+    "command",
+    nargs=-1,
+    required=True,
+    type=click.UNPROCESSED,
+    shell_complete=_complete_command,
+)
 def run(
     jobs: int | None,
     policies: list[Policy],
