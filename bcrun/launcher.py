@@ -24,7 +24,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 from bcrun.errors import LaunchError
-from bcrun.priority import set_own_nice
 from bcrun.proc import read_signal_masks
 
 if TYPE_CHECKING:
@@ -153,6 +152,8 @@ def _spawn_niced(argv: list[str], env: Mapping[str, str], nice: int) -> Process:
     """Start *argv* at nice value *nice*, set in the child before it runs
     the command (posix_spawn cannot)."""
     import subprocess
+
+    from bcrun.priority import set_own_nice
 
     try:
         return subprocess.Popen(

@@ -20,7 +20,6 @@ from typing import Any
 from bcrun.config import config_path, parse_flag, read_config
 from bcrun.errors import BcrunError
 from bcrun.protocol import COUNT_MAX
-from bcrun.schedule import parse_schedule
 from bcrun.start import RunRequest
 from bcrun.units import parse_duration, parse_size
 
@@ -92,6 +91,12 @@ def _trace(text: str) -> Path:
     return Path(text)
 
 
+def _schedule(text: str) -> Any:
+    from bcrun.schedule import parse_schedule  # only with a schedule
+
+    return parse_schedule(text)
+
+
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         try:
@@ -113,7 +118,7 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "freeze": ("freeze", None),
     "active-jobs": ("active_jobs", _count),
     "idle-after": ("idle_after", _checked(parse_duration)),
-    "schedule": ("schedule", _checked(parse_schedule)),
+    "schedule": ("schedule", _checked(_schedule)),
     "nice": ("nice", _nice),
     "trace": ("trace", _trace),
     "tick": ("tick", _decimal(0.05, 60)),

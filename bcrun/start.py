@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from bcrun.cgroup import CpuLimit
 from bcrun.detect import NOT_FOUND, Plan, plan
@@ -43,11 +43,12 @@ from bcrun.launcher import (
     spawn,
 )
 from bcrun.listener import Greeter, bind_unix
-from bcrun.priority import autogroup_niced
 from bcrun.protocol import Token
-from bcrun.schedule import Schedule
 from bcrun.startcount import cpu_capacity, default_jobs, start_count
 from bcrun.units import Size
+
+if TYPE_CHECKING:
+    from bcrun.schedule import Schedule
 
 #: Status for bcrun's own errors, as nice(1) and env(1) use it.
 EXIT_ERROR = 125
@@ -57,15 +58,24 @@ EXIT_ERROR = 125
 FIRST_ANSWER_S = 0.05
 FIRST_ANSWER_STEP_S = 0.002
 
-#: What serving a build imports, in steps of a few milliseconds (the event
-#: loop is most of it); bcrun.wrapper imports whatever is left.
+#: What serving a build imports, in steps of a millisecond or two (the
+#: event loop is most of it); bcrun.wrapper imports whatever is left.
 SERVING_MODULES = (
     "selectors",
-    "ssl",
+    "socket",
+    "logging",
     "concurrent.futures",
+    "ssl",
+    "inspect",
+    "asyncio.coroutines",
+    "asyncio.events",
     "asyncio.base_events",
     "asyncio",
+    "dataclasses",
+    "json",
+    "subprocess",
     "bcrun.server",
+    "bcrun.buildtree",
     "bcrun.metrics",
     "bcrun.policies",
     "bcrun.wrapper",
@@ -222,6 +232,8 @@ def start_build(control: Plan, count: int, nice: int | None) -> Iterator[Started
         stack.callback(greeter.close)
         reserve = stack.enter_context(DescriptorReserve(LOOP_DESCRIPTORS))
         if nice is not None:
+            from bcrun.priority import autogroup_niced
+
             # The session's autogroup is bcrun's too: niced before the build.
             failed = stack.enter_context(autogroup_niced(os.getpid(), nice))
             if failed:

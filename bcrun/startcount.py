@@ -19,7 +19,7 @@ import functools
 import os
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from bcrun.cgroup import (
     Cgroups,
@@ -29,8 +29,10 @@ from bcrun.cgroup import (
     read_cpu_limit,
 )
 from bcrun.proc import read_meminfo
-from bcrun.schedule import Schedule, rule_for
 from bcrun.units import Size
+
+if TYPE_CHECKING:
+    from bcrun.schedule import Schedule
 
 #: What one job is assumed to take before any job of the build finished
 #: (the memory policy's, bcrun.policies.memory).
@@ -133,6 +135,8 @@ def start_count(
             count, max(1, usable_cpus() // 2) if active_jobs is None else active_jobs
         )
     if "schedule" in policies:
+        from bcrun.schedule import rule_for  # only with a schedule
+
         now = time.localtime()
         rule = rule_for(schedule, now.tm_wday, now.tm_hour * 60 + now.tm_min)
         if rule is not None and rule.jobs is not None:

@@ -16,6 +16,10 @@ in the same run.
   machine's load moves far less.  Python's bytecode is compiled first, as
   an installed bcrun's is (PYTHONDONTWRITEBYTECODE is ignored).
 - Exit delay: from a shell build's last instruction to bcrun's exit.
+- A make with nothing to do (an up-to-date tree): from start to exit, for
+  ``python3 -c pass``, make alone and bcrun (fixed, and adaptive,memory):
+  what a user waits for, which a build shorter than bcrun's own start-up
+  ends at once.
 - CPU per minute of build: bcrun's own CPU (its process, not the build's)
   while it runs a build of sleeping jobs for --minute seconds (default 60),
   with the fixed policy (no sampling) and with ``adaptive,memory`` (a
@@ -64,6 +68,45 @@ def end_delay_s(bcrun: Bcrun, env: dict[str, str]) -> float:
     )
     ended = time.time()
     return ended - float(out.stdout.split()[0])
+
+
+def wall_s(argv: list[str], env: dict[str, str]) -> float:
+    """Seconds from starting *argv* to its exit."""
+    started = time.perf_counter()
+    subprocess.run(argv, capture_output=True, env=env, check=True)
+    return time.perf_counter() - started
+
+
+def up_to_date(bcrun: Bcrun, tmp: Path, rounds: int) -> list[list[str]]:
+    """The rows of a make that has nothing to do: start to exit."""
+    project = tmp / "done"
+    project.mkdir()
+    (project / "Makefile").write_text("all: done.txt\ndone.txt:\n\ttouch $@\n")
+    subprocess.run(["make", "-s", "-C", str(project)], check=True)
+    env = dict(bcrun.env, PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    build = ["make", "-s", "-C", str(project)]
+    commands = {
+        "python3 -c pass": [sys.executable, "-c", "pass"],
+        "make alone": build,
+        "bcrun make": bcrun.argv(*build),
+        "bcrun --policy adaptive,memory make": bcrun.argv(
+            "--policy", "adaptive,memory", *build
+        ),
+    }
+    for argv in list(commands.values()) * 2:
+        wall_s(argv, env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
+    for number in range(rounds):
+        say(f"up-to-date make, round {number + 1}/{rounds}")
+        turn = number % len(names)
+        for name in names[turn:] + names[:turn]:
+            times[name].append(wall_s(commands[name], env))
+    return [
+        [name, fmt(statistics.median(values) * 1000, " ms", 1)]
+        for name, values in times.items()
+    ]
 
 
 def startup(bcrun: Bcrun, tmp: Path, rounds: int) -> list[list[str]]:
@@ -197,7 +240,20 @@ def main() -> int:
                     rows,
                 )
             )
-            ends = [end_delay_s(bcrun, bcrun.env) for _ in range(args.rounds)]
+            rows = up_to_date(bcrun, Path(tmp), args.rounds)
+            print()
+            print(
+                table(
+                    [
+                        f"a make with nothing to do, medians of {args.rounds} rounds",
+                        "start to exit",
+                    ],
+                    rows,
+                )
+            )
+            env = dict(bcrun.env, PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            ends = [end_delay_s(bcrun, env) for _ in range(args.rounds)]
             print(
                 f"\nexit, from the build's last instruction: "
                 f"{fmt(statistics.median(ends) * 1000, ' ms', 0)}\n"
