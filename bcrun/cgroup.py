@@ -130,10 +130,12 @@ def _cgroup_mounts(mountinfo_text: str) -> dict[str, list[tuple[str, Path]]]:
         fields, tail = left.split(), right.split()
         if len(fields) < 5 or len(tail) < 3:
             continue
+        if tail[0] not in ("cgroup", "cgroup2"):
+            continue  # most lines: a path made of each would cost a build's start
         mount = (_unescape(fields[3]), Path(_unescape(fields[4])))
         if tail[0] == "cgroup2":
             mounts.setdefault("", []).append(mount)
-        elif tail[0] == "cgroup":
+        else:
             for option in tail[2].split(","):
                 mounts.setdefault(option, []).append(mount)
     return mounts
