@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -77,14 +78,40 @@ def wall_s(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def compiled_env(bcrun: Bcrun, tmp: Path) -> dict[str, str]:
+    """bcrun's environment, with its bytecode written as an install's is."""
+    env = dict(bcrun.env, PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def in_rounds(
+    commands: dict[str, list[str]],
+    measure: Callable[[list[str], dict[str, str]], float],
+    env: dict[str, str],
+    rounds: int,
+    what: str,
+) -> dict[str, list[float]]:
+    """*measure* of each command in each of *rounds* rounds, in a rotating
+    order, after two rounds that warm every cache up."""
+    for argv in list(commands.values()) * 2:
+        measure(argv, env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
+    for number in range(rounds):
+        say(f"{what}, round {number + 1}/{rounds}")
+        turn = number % len(names)
+        for name in names[turn:] + names[:turn]:
+            times[name].append(measure(commands[name], env))
+    return times
+
+
 def up_to_date(bcrun: Bcrun, tmp: Path, rounds: int) -> list[list[str]]:
     """The rows of a make that has nothing to do: start to exit."""
     project = tmp / "done"
     project.mkdir()
     (project / "Makefile").write_text("all: done.txt\ndone.txt:\n\ttouch $@\n")
     subprocess.run(["make", "-s", "-C", str(project)], check=True)
-    env = dict(bcrun.env, PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     build = ["make", "-s", "-C", str(project)]
     commands = {
         "python3 -c pass": [sys.executable, "-c", "pass"],
@@ -94,15 +121,8 @@ def up_to_date(bcrun: Bcrun, tmp: Path, rounds: int) -> list[list[str]]:
             "--policy", "adaptive,memory", *build
         ),
     }
-    for argv in list(commands.values()) * 2:
-        wall_s(argv, env)
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    names = list(commands)
-    for number in range(rounds):
-        say(f"up-to-date make, round {number + 1}/{rounds}")
-        turn = number % len(names)
-        for name in names[turn:] + names[:turn]:
-            times[name].append(wall_s(commands[name], env))
+    env = compiled_env(bcrun, tmp)
+    times = in_rounds(commands, wall_s, env, rounds, "up-to-date make")
     return [
         [name, fmt(statistics.median(values) * 1000, " ms", 1)]
         for name, values in times.items()
@@ -114,8 +134,6 @@ def startup(bcrun: Bcrun, tmp: Path, rounds: int) -> list[list[str]]:
     project = tmp / "first"
     project.mkdir()
     (project / "Makefile").write_text(FIRST_INSTRUCTION)
-    env = dict(bcrun.env, PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     tools = [("stock make", "jobserver", ["make"])]
     try:
         tools.append(
@@ -134,15 +152,8 @@ def startup(bcrun: Bcrun, tmp: Path, rounds: int) -> list[list[str]]:
             "--policy", "adaptive,memory", *build
         )
     # Bytecode compiled, the programs' facts known (bcrun.detect), caches warm.
-    for argv in list(commands.values()) * 2:
-        first_instruction_s(argv, env)
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    names = list(commands)
-    for number in range(rounds):
-        say(f"start-up, round {number + 1}/{rounds}")
-        turn = number % len(names)
-        for name in names[turn:] + names[:turn]:
-            times[name].append(first_instruction_s(commands[name], env))
+    env = compiled_env(bcrun, tmp)
+    times = in_rounds(commands, first_instruction_s, env, rounds, "start-up")
     floor = times["python3 -c pass"]
     rows = []
     for name, values in times.items():
@@ -251,8 +262,7 @@ def main() -> int:
                     rows,
                 )
             )
-            env = dict(bcrun.env, PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env = compiled_env(bcrun, Path(tmp))
             ends = [end_delay_s(bcrun, env) for _ in range(args.rounds)]
             print(
                 f"\nexit, from the build's last instruction: "
