@@ -413,7 +413,7 @@ pid_option = click.option(
 
 
 @cli.command()
-@click.argument("value", type=JobsParam(), required=False)
+@click.argument("value", type=JobsParam(), required=False, metavar="N|auto")
 @pid_option
 @click.option(
     "--recommend",
