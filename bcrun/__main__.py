@@ -1,3 +1,3 @@
-from bcrun.cli import main
+from bcrun.main import main
 
 main()

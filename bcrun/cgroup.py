@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -51,9 +50,10 @@ def _parsed(parse: Callable[..., T], *paths: Path) -> T | None:
 # -- finding the cgroups ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Cgroup:
-    """This process's cgroup in one hierarchy."""
+class Cgroup(NamedTuple):
+    """This process's cgroup in one hierarchy.  (Named tuples here, not
+    dataclasses: the CPU capacity is read before the build starts, and
+    importing dataclasses would add several milliseconds to that.)"""
 
     #: 1 or 2.
     version: int
@@ -71,8 +71,7 @@ class Cgroup:
         ]
 
 
-@dataclass(frozen=True)
-class Cgroups:
+class Cgroups(NamedTuple):
     """This process's cgroup for each controller bcrun reads; None where
     that controller is not mounted.  On v2 all are the same cgroup."""
 
@@ -131,10 +130,12 @@ def _cgroup_mounts(mountinfo_text: str) -> dict[str, list[tuple[str, Path]]]:
         fields, tail = left.split(), right.split()
         if len(fields) < 5 or len(tail) < 3:
             continue
+        if tail[0] not in ("cgroup", "cgroup2"):
+            continue  # most lines: a path made of each would cost a build's start
         mount = (_unescape(fields[3]), Path(_unescape(fields[4])))
         if tail[0] == "cgroup2":
             mounts.setdefault("", []).append(mount)
-        elif tail[0] == "cgroup":
+        else:
             for option in tail[2].split(","):
                 mounts.setdefault(option, []).append(mount)
     return mounts
@@ -357,8 +358,7 @@ def read_cpu_pressure(cgroups: Cgroups, limit: CpuLimit) -> Pressure | None:
 # -- memory limits ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CgroupMemory:
+class CgroupMemory(NamedTuple):
     """The smallest memory limit on the way from this process's cgroup to
     the top, and what the limits leave."""
 
@@ -434,4 +434,4 @@ def read_cgroup_memory(cgroups: Cgroups) -> CgroupMemory | None:
         return None
     tightest = min(found, key=lambda level: level.limit_bytes)
     available = min(level.available_bytes for level in found)
-    return replace(tightest, available_bytes=available)
+    return tightest._replace(available_bytes=available)

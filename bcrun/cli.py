@@ -3,7 +3,8 @@
 ``bcrun [OPTIONS] [--] COMMAND [ARGS]...`` runs a build (the ``run``
 subcommand, implied when the first word is not a subcommand's name);
 ``bcrun jobs|pause|resume|status`` control running builds; ``bcrun serve``
-is the multi-build server.
+is the multi-build server.  The common case of ``run`` is read without
+click by bcrun.quickargs, which must read it as this module does.
 
 Exit status: the build's own; 125 for bcrun's errors, 126 when COMMAND cannot
 be run, 127 when it is not found (as nice(1) and env(1) do).
@@ -11,12 +12,8 @@ be run, 127 when it is not found (as nice(1) and env(1) do).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import selectors
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -24,23 +21,24 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.shell_completion import CompletionItem
 
 from bcrun import __version__
-from bcrun.cgroup import CpuLimit
 from bcrun.commands import JobsValue, parse_jobs_value
 from bcrun.config import settings_defaults
 from bcrun.control import choose_instance, query_status, send_command
-from bcrun.detect import NOT_FOUND, plan
-from bcrun.errors import BcrunError, ConfigError, ControlError, LaunchError
+from bcrun.errors import BcrunError, ControlError
 from bcrun.instances import running_instances
-from bcrun.launcher import ExitStatus, exit_like
-from bcrun.metrics import cpu_capacity, default_jobs
+from bcrun.launcher import ExitStatus
+from bcrun.main import fail, finish
 from bcrun.plot import plot as plot_trace
 from bcrun.policies import POLICIES, Policy
 from bcrun.protocol import COUNT_MAX
-from bcrun.remote import engine_of, read_remote
+from bcrun.recommend import export_lines
+from bcrun.recommend import recommend as recommended
 from bcrun.schedule import Schedule, parse_schedule
-from bcrun.settings import Settings
+from bcrun.start import RunRequest
+from bcrun.start import run as run_build
 from bcrun.units import (
     Size,
     format_duration,
@@ -48,16 +46,23 @@ from bcrun.units import (
     parse_duration,
     parse_size,
 )
-from bcrun.wrapper import run_build
-
-#: Status for bcrun's own errors, as nice(1) and env(1) use it.
-EXIT_ERROR = 125
 
 
 class PolicyList(click.ParamType):  # type: ignore[type-arg]
     """``--policy a,b``: names of policies, combined by the smallest cap."""
 
     name = "POLICY[,POLICY...]"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        given, _, last = incomplete.rpartition(",")
+        head = f"{given}," if given else ""
+        return [
+            CompletionItem(head + name)
+            for name in POLICIES
+            if name.startswith(last) and name not in given.split(",")
+        ]
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -141,12 +146,31 @@ class BcrunGroup(click.Group):
     """Runs ``run`` when the first argument names no subcommand."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.resilient_parsing and not args:
+            # Completing the first word: a subcommand, or a command to run
+            # (shell_complete).
+            return super().parse_args(ctx, args)
         if not args or args[0] not in {*self.commands, "--help", "-h", "--version"}:
             args = ["run", *args]
-        if args[0] == "run":
+        if args[0] == "run" and not ctx.resilient_parsing:
             # The configuration file and BCRUN_* variables: run's defaults.
             ctx.default_map = {"run": settings_defaults(self.commands["run"])}
         return super().parse_args(ctx, args)
+
+    def shell_complete(
+        self, ctx: click.Context, incomplete: str
+    ) -> list[CompletionItem]:
+        """The first word: a subcommand, a command to run, or an option of
+        either the group or a build."""
+        items = super().shell_complete(ctx, incomplete)
+        if incomplete.startswith("-"):
+            run_command = self.commands["run"]
+            items += run_command.shell_complete(
+                click.Context(run_command, parent=ctx, resilient_parsing=True),
+                incomplete,
+            )
+            return items
+        return items + _complete_program(incomplete)
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage("bcrun", "[OPTIONS] [--] COMMAND [ARGS]...")
@@ -158,6 +182,45 @@ class BcrunGroup(click.Group):
         # The options of a build first: they are what 'bcrun [OPTIONS]' means.
         self.commands["run"].format_options(ctx, formatter)
         self.format_commands(ctx, formatter)
+
+
+class RunCommand(click.Command):
+    """``run``: past COMMAND, every word is COMMAND's."""
+
+    def shell_complete(
+        self, ctx: click.Context, incomplete: str
+    ) -> list[CompletionItem]:
+        if ctx.params.get("command"):
+            return [CompletionItem(incomplete, type="file")]
+        return super().shell_complete(ctx, incomplete)
+
+
+def _complete_program(incomplete: str) -> list[CompletionItem]:
+    """The programs in PATH whose names start with *incomplete*; a path is
+    the shell's to complete."""
+    if "/" in incomplete:
+        return [CompletionItem(incomplete, type="file")]
+    found = set()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        try:
+            names = os.listdir(directory or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(incomplete) and os.access(
+                os.path.join(directory or ".", name), os.X_OK
+            ):
+                found.add(name)
+    return [CompletionItem(name) for name in sorted(found)]
+
+
+def _complete_command(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """COMMAND: a program; after it, its own arguments (files)."""
+    if ctx.params.get("command"):
+        return [CompletionItem(incomplete, type="file")]
+    return _complete_program(incomplete)
 
 
 @click.group(
@@ -179,6 +242,7 @@ def cli() -> None:
 
 
 @cli.command(
+    cls=RunCommand,
     context_settings={"allow_interspersed_args": False},
     short_help="Run COMMAND under control (the default subcommand).",
 )
@@ -275,8 +339,19 @@ def cli() -> None:
 @click.option(
     "--explain", is_flag=True, help="Say how COMMAND would be controlled, and exit."
 )
-@click.option("-v", "--verbose", is_flag=True, help="Say each change and why.")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Say how COMMAND is controlled, and each change and why.",
+)
+@click.argument(
+    "command",
+    nargs=-1,
+    required=True,
+    type=click.UNPROCESSED,
+    shell_complete=_complete_command,
+)
 def run(
     jobs: int | None,
     policies: list[Policy],
@@ -309,98 +384,27 @@ def run(
         raise click.BadParameter(
             "the schedule policy needs --schedule RULES", param_hint="--policy"
         )
-    control = plan(list(command), os.environ, via)
-    capacity = cpu_capacity()
-    if explain:
-        click.echo(control.explain())
-        for notice in control.notices:
-            click.echo(notice)
-        click.echo(explain_count(control.jobs, jobs, policies, load, capacity))
-        engine = engine_of(list(command), os.environ)
-        if engine is not None:
-            click.echo(explain_remote(engine, policies))
-        return 0
-    with contextlib.ExitStack() as stack:
-        trace_file = None
-        if trace is not None:
-            try:
-                trace_file = stack.enter_context(open(trace, "w", encoding="utf-8"))
-            except OSError as err:
-                raise ConfigError(f"--trace {trace}: {err.strerror}") from err
-        for notice in control.notices:
-            click.echo(f"bcrun: {notice}", err=True)
-        if control.via == "none" and control.reason != NOT_FOUND:
-            click.echo(
-                f"bcrun: {control.tool} is neither a patched tool nor a jobserver "
-                f"client bcrun knows ({control.reason}): only what in it reads "
-                "BUILDSOCKET obeys",
-                err=True,
-            )
-        if jobs is None:
-            # A -jN bcrun took off the tool's command line is what the user meant.
-            jobs = control.jobs or default_jobs(capacity)
-        settings = Settings(
+    return run_build(
+        RunRequest(
+            command=list(command),
             jobs=jobs,
+            policies=tuple(policy.name for policy in policies),
             min_jobs=min_jobs,
             max_jobs=max_jobs,
-            tick_s=tick,
             load=load,
             mem_reserve=mem_reserve,
             freeze=freeze,
             active_jobs=active_jobs,
-            idle_after_s=idle_after,
+            idle_after=idle_after,
             schedule=schedule,
+            nice=nice,
+            trace=trace,
+            tick=tick,
+            via=via,
+            explain=explain,
+            verbose=verbose,
         )
-        _check_loop_descriptors()
-        return asyncio.run(
-            run_build(control, policies, settings, verbose, nice, trace_file)
-        )
-
-
-def explain_count(
-    taken: int | None,
-    jobs: int | None,
-    policies: Sequence[Policy],
-    load: float | None,
-    capacity: CpuLimit,
-) -> str:
-    """What --explain says of the count: where -j comes from, and the
-    adaptive target."""
-    if jobs is not None:
-        said = f"-j {jobs} (bcrun's -j)"
-    elif taken is not None:
-        said = f"-j {taken} (the tool's own -j)"
-    else:
-        said = f"-j {default_jobs(capacity)} ({capacity.source})"
-    if "adaptive" in {policy.name for policy in policies}:
-        target = f"--load {load:g}" if load is not None else capacity.source
-        said += f"; adaptive target: {target}, shared with other bcrun builds"
-    return f"count: {said}"
-
-
-def explain_remote(engine: str, policies: Sequence[Policy]) -> str:
-    """What --explain says of a distributed compiler the build uses."""
-    remote = read_remote(engine, os.environ)
-    said = remote.source if remote else f"{engine}: no remote capacity found"
-    if "adaptive" not in {policy.name for policy in policies}:
-        return f"{said}; only --policy adaptive follows it"
-    return (
-        f"{said}; adaptive: up to those slots plus the local room, as many jobs "
-        "as keep the local runnable load at the target, at what a job of this "
-        "build costs here (learned while it runs); hosts re-read every 3 s"
     )
-
-
-def _check_loop_descriptors() -> None:
-    """Fail in one line if the event loop cannot have its descriptors (an
-    epoll and a socket pair): asyncio would fail with a traceback."""
-    try:
-        with selectors.DefaultSelector():
-            left, right = socket.socketpair()
-            left.close()
-            right.close()
-    except OSError as err:
-        raise LaunchError(f"cannot start: {err.strerror}", EXIT_ERROR) from err
 
 
 pid_option = click.option(
@@ -409,12 +413,83 @@ pid_option = click.option(
 
 
 @cli.command()
-@click.argument("value", type=JobsParam())
+@click.argument("value", type=JobsParam(), required=False, metavar="N|auto")
 @pid_option
-def jobs(value: JobsValue, pid: int | None) -> None:
+@click.option(
+    "--recommend",
+    is_flag=True,
+    help="Print the count bcrun would start a build at here and now: the CPUs "
+    "this process may use (cgroup quotas too), at most what fits in memory.",
+)
+@click.option(
+    "--export",
+    type=click.Choice(["sh", "env"]),
+    is_flag=False,
+    flag_value="sh",
+    default=None,
+    help="With --recommend: print the variables that carry the count to "
+    "make, cargo, cmake, ctest, samurai and Debian builds, as 'export "
+    "NAME=VALUE' for sh, or NAME=VALUE lines for an env file (=env).",
+)
+@click.option(
+    "--job-memory",
+    type=SizeParam(),
+    default=None,
+    help="With --recommend: what one job of the build takes at most "
+    "[default: the memory policy's 512M].",
+)
+@click.option(
+    "--mem-reserve",
+    type=SizeParam(),
+    default=None,
+    help="With --recommend: the memory to leave available [default: 10%, at most 4G].",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="With --recommend: say where the count comes from.",
+)
+@click.pass_context
+def jobs(
+    ctx: click.Context,
+    value: JobsValue | None,
+    pid: int | None,
+    recommend: bool,
+    export: str | None,
+    job_memory: Size | None,
+    mem_reserve: Size | None,
+    verbose: bool,
+) -> None:
     """Set a running build's job count: N pins it, 'auto' hands it back
-    to the policy."""
-    _command(pid, f"1:{value}")
+    to the policy.  With --recommend, print the count for a build bcrun
+    does not run."""
+    if not recommend:
+        alone = (("--export", export), ("--job-memory", job_memory))
+        for name, given in (*alone, ("--mem-reserve", mem_reserve)):
+            if given is not None:
+                raise click.UsageError(f"{name} goes with --recommend")
+        if value is None:
+            raise click.MissingParameter(ctx=ctx, param=ctx.command.params[0])
+        _command(pid, f"1:{value}")
+        return
+    if value is not None or pid is not None:
+        raise click.UsageError("--recommend takes no count and no --pid")
+    if job_memory is not None and job_memory.bytes is None:
+        raise click.BadParameter("a size, not a percentage", param_hint="--job-memory")
+    if mem_reserve is None:
+        # The memory policy's reserve as the build's settings give it.
+        mem_reserve = settings_defaults(run).get("mem_reserve")
+    count, reason = recommended(
+        job_memory.bytes if job_memory is not None else None, mem_reserve
+    )
+    if verbose:
+        click.echo(f"bcrun: {count} jobs: {reason}", err=True)
+    if export is None:
+        click.echo(count)
+        return
+    for line in export_lines(count, os.environ, shell=export == "sh"):
+        click.echo(line)
 
 
 @cli.command()
@@ -552,31 +627,25 @@ def serve_command(
     control token printed at start: new, N:JOBS, N:pause, N:resume, dump,
     status, help, quit.
     """
+    import asyncio
+
     from bcrun.serve import serve  # only this command needs it: start-up
 
     asyncio.run(serve(addresses, debug, long_tokens, test_mode, user))
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point: run the command line, exit as the build or bcrun says."""
+    """Run the command line with click, exit as the build or bcrun says
+    (bcrun.main reads the common case without click)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = cli.main(args, prog_name="bcrun", standalone_mode=False)
-    except LaunchError as err:
-        _fail(str(err), err.exit_code)
     except BcrunError as err:
-        _fail(str(err), EXIT_ERROR)
+        fail(err)
     except click.UsageError as err:
-        _fail(f"{err.format_message()} (try 'bcrun --help')", EXIT_ERROR)
+        fail(f"{err.format_message()} (try 'bcrun --help')")
     except click.ClickException as err:
-        _fail(err.format_message(), EXIT_ERROR)
+        fail(err.format_message())
     except (click.Abort, KeyboardInterrupt):
         sys.exit(130)
-    if isinstance(result, ExitStatus):
-        exit_like(result)
-    sys.exit(result if isinstance(result, int) else 0)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"bcrun: {message}", err=True)
-    sys.exit(code)
+    finish(result)

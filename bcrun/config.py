@@ -15,14 +15,14 @@ line overrides both.  A bad value is reported with where it came from.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from bcrun.errors import ConfigError
+
+if TYPE_CHECKING:
+    import click
 
 #: Options that make no sense as defaults.
 NOT_SETTINGS = frozenset({"explain", "help"})
@@ -38,6 +38,8 @@ def settings_defaults(
 ) -> dict[str, Any]:
     """The defaults for *command*'s options, converted and checked: the
     file's, then the environment's on top."""
+    import click  # the common case reads them without it (bcrun.quickargs)
+
     options = {
         _long_name(param): param
         for param in command.params
@@ -45,7 +47,7 @@ def settings_defaults(
     }
     defaults: dict[str, Any] = {}
     path = config_path(environ)
-    for key, value in _read_file(path).items():
+    for key, value in read_config(path).items():
         name = key.replace("_", "-")
         if name not in options:
             raise ConfigError(
@@ -65,7 +67,10 @@ def _long_name(param: click.Option) -> str:
     return (longs[0] if longs else param.opts[0]).lstrip("-")
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_config(path: Path) -> dict[str, Any]:
+    """The settings of the file at *path*; none if there is none."""
+    import tomllib  # only when there is a file
+
     try:
         with open(path, "rb") as file:
             return tomllib.load(file)
@@ -78,8 +83,10 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _convert(option: click.Option, value: Any, source: str) -> Any:
+    import click
+
     if option.is_flag:
-        return _flag(value, source)
+        return parse_flag(value, source)
     if isinstance(value, bool | dict | list):
         raise ConfigError(f"{source}: {value!r} is not a single value")
     try:
@@ -88,7 +95,8 @@ def _convert(option: click.Option, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {err.format_message()}") from err
 
 
-def _flag(value: Any, source: str) -> bool:
+def parse_flag(value: Any, source: str) -> bool:
+    """A setting that is true or false; *source* names it in the error."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()

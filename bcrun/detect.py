@@ -10,30 +10,35 @@
 3. ninja 1.13 or later (``ninja --version``): a jobserver on a fifo;
 4. cargo: a jobserver on two pipes, which bcrun routes;
 5. ``cmake --build DIR``: what the build tool in DIR's CMakeCache.txt gets;
-6. anything else: no control of its own, with a notice; BUILDSOCKET is set
-   all the same, so that patched tools it runs obey.
+6. anything else: no control of its own (said under -v); BUILDSOCKET is
+   set all the same, so that patched tools it runs obey.
 
 A jobserver client leaves the pool when told its own job count, so a jobserver
-plan also says which arguments and variables to remove (with a notice each),
-or refuses (ConfigError) where removing them would change what the build does.
+plan also says which arguments and variables to remove (with a notice each,
+shown under -v).
+
+A command that runs no job (``make -n``, ``-q``, ``--version``...) or asks
+for a serial build (``make -j1``) gets nothing: bcrun runs it as it is
+(plan ``direct``), so that ``alias make='bcrun make'`` changes nothing of
+what it does, prints or returns.
 """
 
 from __future__ import annotations
 
-import mmap
+import contextlib
 import os
 import re
 import shutil
-import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bcrun.errors import ConfigError
-from bcrun.jobserver import Style
 
-Via = Literal["protocol", "jobserver", "none"]
+if TYPE_CHECKING:
+    from bcrun.jobserver import Style
+
+Via = Literal["protocol", "jobserver", "none", "direct"]
 
 #: GNU make's short options that take an argument (the rest of the word, or
 #: the next word): a 'j' after one of them is part of its argument.
@@ -52,31 +57,49 @@ JOBSERVER_CLIENTS = frozenset({"make", "gmake", "ninja", "cargo"})
 NOT_FOUND = "not found"
 
 
-@dataclass
 class Plan:
-    """How one build is controlled, and why; filled by :func:`plan`."""
+    """How one build is controlled, and why; filled by :func:`plan`.  (A
+    plain class: a dataclass's import would cost bcrun's start-up several
+    milliseconds.)"""
 
-    via: Via
-    tool: str
-    reason: str
-    style: Style | None = None
-    argv: list[str] = field(default_factory=list)
-    #: Variables to remove from the build's environment.
-    unset: list[str] = field(default_factory=list)
-    #: MAKEFLAGS as the build should see it, without any -j or jobserver.
-    makeflags: str | None = None
-    #: The -jN taken from the command line, to start with.
-    jobs: int | None = None
-    #: Names of the jobserver clients whose direct children are jobs, for
-    #: counting the tokens the build holds (none for cargo: rustc takes
-    #: tokens of its own).
-    clients: frozenset[str] = frozenset()
-    notices: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        via: Via,
+        tool: str,
+        reason: str,
+        style: Style | None = None,
+        argv: list[str] | None = None,
+        *,
+        clients: frozenset[str] = frozenset(),
+    ) -> None:
+        self.via = via
+        self.tool = tool
+        self.reason = reason
+        self.style = style
+        self.argv = argv or []
+        #: Variables to remove from the build's environment.
+        self.unset: list[str] = []
+        #: MAKEFLAGS as the build should see it, without any -j or jobserver.
+        self.makeflags: str | None = None
+        #: The -jN taken from the command line, to start with.
+        self.jobs: int | None = None
+        #: Names of the jobserver clients whose direct children are jobs, for
+        #: counting the tokens the build holds (none for cargo: rustc takes
+        #: tokens of its own).
+        self.clients = clients
+        #: The option that asks for a serial build (``-j1``), if any.
+        self.serial: str | None = None
+        self.notices: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"Plan({self.via!r}, {self.tool!r}, {self.reason!r}, {self.style!r})"
 
     def explain(self) -> str:
-        how = {"protocol": "the build-control protocol", "none": "no control"}.get(
-            self.via, f"a jobserver ({self.style})"
-        )
+        how = {
+            "protocol": "the build-control protocol",
+            "none": "no control",
+            "direct": "run as it is",
+        }.get(self.via, f"a jobserver ({self.style})")
         return f"{self.tool}: {how}: {self.reason}"
 
 
@@ -92,6 +115,8 @@ def reads_buildsocket(path: Path) -> bool:
 
 def _holds(path: Path, needle: bytes) -> bool:
     # Mapped, not read: cargo's executable alone is tens of megabytes.
+    import mmap  # only for a program not in ProgramFacts
+
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
             return m.find(needle) >= 0
@@ -99,8 +124,19 @@ def _holds(path: Path, needle: bytes) -> bool:
         return False
 
 
+def _says_buildsocket(path: Path) -> str:
+    return "yes" if reads_buildsocket(path) else "no"
+
+
+def _says_bsd_make(path: Path) -> str:
+    """Whether *path* is a BSD make: only it has .MAKE.JOBS."""
+    return "yes" if _holds(path, b".MAKE.JOBS") else "no"
+
+
 def tool_version(path: Path) -> str:
     """The first line of ``PROGRAM --version``, or '' if it does not say."""
+    import subprocess  # only when the program is not in the cache
+
     try:
         result = subprocess.run(
             [str(path), "--version"],
@@ -115,6 +151,86 @@ def tool_version(path: Path) -> str:
     return lines[0].strip() if lines else ""
 
 
+class ProgramFacts:
+    """What bcrun learnt of each program it was asked to run: whether it
+    reads BUILDSOCKET, the first line of its ``--version``.  Finding out
+    costs each build's start a few milliseconds (running ``make
+    --version``; mapping cargo's tens of megabytes), so it is kept in
+    ``$XDG_CACHE_HOME/bcrun/programs`` for as long as the file stays the
+    same (device, inode, size, modification and change times); a cache that
+    cannot be read or written is done without.
+
+    The file holds a heading line, then a line per program: its path, its
+    identity and its facts (``name=value``), separated by tabs.
+    """
+
+    HEADING = "bcrun programs 1"
+    #: Programs remembered; the ones learnt first are forgotten first.
+    MOST = 64
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        base = environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        self.path = Path(base) / "bcrun" / "programs"
+        self._programs: dict[str, dict[str, str]] | None = None
+        self._changed = False
+
+    def get(self, program: Path, name: str, find: Callable[[Path], str]) -> str:
+        """The fact *name* of *program*: remembered, or found by *find*."""
+        key = str(program)
+        try:
+            st = os.stat(program)
+        except OSError:
+            return find(program)
+        if "\t" in key or "\n" in key:
+            # Kept on one line, between tabs: not such a path.
+            return find(program)
+        identity = (
+            f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+        )
+        programs = self._load()
+        entry = programs.get(key)
+        if entry is None or entry.get("") != identity:
+            entry = programs[key] = {"": identity}
+        if name not in entry:
+            # Kept on one line, between tabs.
+            entry[name] = " ".join(find(program).split())
+            self._changed = True
+        return entry[name]
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        if self._programs is None:
+            self._programs = {}
+            with contextlib.suppress(OSError, UnicodeError):
+                lines = self.path.read_text(encoding="utf-8").split("\n")
+                if lines[0] == self.HEADING:
+                    for line in lines[1:]:
+                        key, _, rest = line.partition("\t")
+                        identity, *facts = rest.split("\t")
+                        entry = {"": identity}
+                        entry.update(fact.partition("=")[::2] for fact in facts)
+                        self._programs[key] = entry
+        return self._programs
+
+    def __enter__(self) -> ProgramFacts:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._changed or self._programs is None:
+            return
+        lines = [self.HEADING]
+        for key, entry in list(self._programs.items())[-self.MOST :]:
+            facts = [f"{name}={value}" for name, value in entry.items() if name]
+            lines.append("\t".join([key, entry[""], *facts]))
+        work = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            work.write_text("\n".join(lines), encoding="utf-8")
+            # Published by one rename: another bcrun reads the old or the new.
+            os.replace(work, self.path)
+        with contextlib.suppress(OSError):
+            os.unlink(work)
+
+
 def _version_tuple(text: str) -> tuple[int, ...]:
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
     if not match:
@@ -127,7 +243,8 @@ def plan(argv: Sequence[str], env: Mapping[str, str], via: str = "auto") -> Plan
     if via == "protocol":
         name = os.path.basename(argv[0])
         return Plan("protocol", name, "asked for with --via protocol", argv=list(argv))
-    result = _detect(list(argv), env)
+    with ProgramFacts(env) as facts:
+        result = _detect(list(argv), env, facts, as_is=via == "auto")
     if via == "jobserver" and result.via != "jobserver":
         raise ConfigError(
             f"--via jobserver: {result.tool} cannot be driven through a jobserver "
@@ -142,6 +259,17 @@ def plan(argv: Sequence[str], env: Mapping[str, str], via: str = "auto") -> Plan
         return Plan("none", result.tool, why, argv=result.argv)
     if result.via == "jobserver":
         _strip_overrides(result, env)
+        if result.serial is not None:
+            # The user asked for one job at a time: a jobserver cannot
+            # promise that (each client runs a job without a token), and
+            # make alone gives it.
+            if via == "jobserver":
+                raise ConfigError(
+                    f"--via jobserver: {result.serial} asks for a serial build, "
+                    "which a jobserver cannot promise: drop it, or use bcrun -j 1"
+                )
+            why = f"{result.serial} asks for a serial build"
+            return Plan("direct", result.tool, why, argv=list(argv))
     return result
 
 
@@ -149,26 +277,34 @@ def _enclosing_jobserver(env: Mapping[str, str]) -> bool:
     return bool(re.search(r"--jobserver-(auth|fds)=", env.get("MAKEFLAGS", "")))
 
 
-def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
+def _detect(
+    argv: list[str], env: Mapping[str, str], facts: ProgramFacts, as_is: bool = True
+) -> Plan:
+    """How *argv* obeys; with *as_is*, a command that runs no job is run
+    as it is."""
     path = program_path(argv[0])
     name = os.path.basename(argv[0])
     if path is None:
         return Plan("none", name, NOT_FOUND, argv=argv)
     if name == "cmake" and "--build" in argv:
-        return _detect_cmake(argv, env)
-    if reads_buildsocket(path):
+        return _detect_cmake(argv, env, facts)
+    if facts.get(path, "buildsocket", _says_buildsocket) == "yes":
         result = Plan(
             "protocol", name, "it reads BUILDSOCKET: a patched tool", argv=argv
         )
         # Only BSD make has .MAKE.JOBS; its patch obeys with or without -j.
-        if _holds(path, b".MAKE.JOBS"):
+        if facts.get(path, "bsd-make", _says_bsd_make) == "yes":
             result.reason += "; BSD make follows any count up to 1024, whatever its -j"
             result.notices += _bsd_make_notices(argv, env)
         return result
-    version = tool_version(path)
+    version = facts.get(path, "version", tool_version)
+    ninja = name.startswith("ninja") or name == "samu"
     if version.startswith("GNU Make"):
         number = _version_tuple(version)
         tool = f"GNU make {'.'.join(map(str, number))}"
+        idle = _runs_no_job(argv, env, ninja=False) if as_is else None
+        if idle is not None:
+            return Plan("direct", tool, f"{idle} runs no job", argv=argv)
         if number >= (4, 2):
             # 4.4 takes a fifo, which a ninja it runs can join too.
             return Plan(
@@ -182,9 +318,12 @@ def _detect(argv: list[str], env: Mapping[str, str]) -> Plan:
         return Plan(
             "none", tool, "older than 4.2, which --jobserver-auth needs", argv=argv
         )
-    if name.startswith("ninja") or name == "samu":
+    if ninja:
         number = _version_tuple(version)
         tool = f"{name} {version.split()[0] if version else '(no version)'}"
+        idle = _runs_no_job(argv, env, ninja=True) if as_is else None
+        if idle is not None:
+            return Plan("direct", tool, f"{idle} runs no job", argv=argv)
         if name.startswith("ninja") and number >= (1, 13):
             # Kitware's build (PyPI's ninja) takes pipes too.
             pipes = "jobserver-pipe" in version
@@ -241,7 +380,7 @@ def _bsd_make_notices(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return []
 
 
-def _detect_cmake(argv: list[str], env: Mapping[str, str]) -> Plan:
+def _detect_cmake(argv: list[str], env: Mapping[str, str], facts: ProgramFacts) -> Plan:
     where = argv[argv.index("--build") + 1] if argv[-1] != "--build" else "."
     cache = Path(where) / "CMakeCache.txt"
     try:
@@ -255,7 +394,7 @@ def _detect_cmake(argv: list[str], env: Mapping[str, str]) -> Plan:
         return Plan(
             "none", "cmake --build", f"{cache} names no build program", argv=argv
         )
-    inner = _detect([match.group(1).strip(), *argv[1:]], env)
+    inner = _detect([match.group(1).strip(), *argv[1:]], env, facts)
     inner.tool = f"cmake --build ({inner.tool})"
     inner.argv = argv
     return inner
@@ -270,6 +409,9 @@ def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
     if name == "cmake":
         result.argv = _strip_jobs(result, "--parallel", combined=False)
         if "CMAKE_BUILD_PARALLEL_LEVEL" in env:
+            level = env["CMAKE_BUILD_PARALLEL_LEVEL"]
+            if result.jobs is None and level.strip() == "1":
+                result.serial = "CMAKE_BUILD_PARALLEL_LEVEL=1"
             result.unset.append("CMAKE_BUILD_PARALLEL_LEVEL")
             result.notices.append(
                 "removed CMAKE_BUILD_PARALLEL_LEVEL: cmake would pass -j and escape the jobserver"
@@ -280,14 +422,12 @@ def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
 
 
 def _take_jobs(result: Plan, value: str | None, shown: str) -> None:
+    # The last count given wins, as in make.
     if value is not None and value.isdigit():
-        jobs = int(value)
-        if jobs == 1:
-            raise ConfigError(
-                f"{shown} asks for a serial build, which a jobserver cannot promise: "
-                "drop it, or use bcrun -j 1 (or --via protocol with a patched tool)"
-            )
-        result.jobs = jobs
+        result.jobs = int(value)
+        result.serial = shown if result.jobs == 1 else None
+    else:
+        result.serial = None
     result.notices.append(
         f"took {shown} off the command line: bcrun's jobserver sets the count"
     )
@@ -361,6 +501,9 @@ def _clean_makeflags(makeflags: str, result: Plan) -> str:
     kept = []
     for index, word in enumerate(words):
         if re.fullmatch(r"-j\d*|--jobs(=\d+)?", word):
+            if result.jobs is None and re.sub(r"\D", "", word) == "1":
+                # The command line's count would win over this one.
+                result.serial = f"{word} in MAKEFLAGS"
             result.notices.append(
                 f"took {word} out of MAKEFLAGS: bcrun's jobserver sets the count"
             )
@@ -373,3 +516,67 @@ def _clean_makeflags(makeflags: str, result: Plan) -> str:
                 continue
         kept.append(word)
     return " ".join(kept)
+
+
+# -- commands that run no job ------------------------------------------------
+
+#: GNU make's options after which it runs no job: it says whether the
+#: targets are up to date, prints what it would run, marks files up to date,
+#: or prints its version or help (make(1)).  And -p: it prints make's
+#: database (the environment and MAKEFLAGS included), then builds as usual;
+#: run as it is, the database is the makefiles' own, not bcrun's too.
+_MAKE_IDLE_LETTERS = "qntvhp"
+_MAKE_IDLE_LONG = frozenset(
+    {"--question", "--just-print", "--dry-run", "--recon", "--touch"}
+    | {"--version", "--help", "--print-data-base"}
+)
+#: Long options of GNU make whose argument may be the next word.
+_MAKE_LONG_ARGUMENTS = frozenset(
+    {"--directory", "--file", "--makefile", "--include-dir", "--old-file"}
+    | {"--assume-old", "--new-file", "--assume-new", "--what-if", "--eval"}
+)
+#: ninja's (and samurai's): a dry run, a subtool, the help; -v is --verbose.
+_NINJA_IDLE_LETTERS = "nth"
+_NINJA_IDLE_LONG = frozenset({"--version", "--help"})
+
+
+def _runs_no_job(
+    argv: Sequence[str], env: Mapping[str, str], ninja: bool
+) -> str | None:
+    """The option of *argv*, or of MAKEFLAGS, after which GNU make (or
+    ninja with *ninja*) runs no job; None if it builds."""
+    if ninja:
+        idle, idle_long = _NINJA_IDLE_LETTERS, _NINJA_IDLE_LONG
+        arguments, long_arguments = "Cfjkldw", frozenset[str]()
+    else:
+        idle, idle_long = _MAKE_IDLE_LETTERS, _MAKE_IDLE_LONG
+        arguments, long_arguments = "".join(_MAKE_ARG_OPTIONS), _MAKE_LONG_ARGUMENTS
+    words = list(argv[1:])
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        if word == "--":
+            break
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            if name in idle_long:
+                return word
+            skip = name in long_arguments and "=" not in word
+        elif word.startswith("-"):
+            for pos, letter in enumerate(word[1:]):
+                if letter in idle:
+                    return f"-{letter}"
+                if letter in arguments:
+                    # The rest of the word is its argument, else the next word.
+                    skip = pos == len(word) - 2
+                    break
+    if not ninja:
+        # The flags an enclosing make passes on: single letters first.
+        first = env.get("MAKEFLAGS", "").split()[:1]
+        if first and not first[0].startswith("-") and "=" not in first[0]:
+            for letter in first[0]:
+                if letter in "qntp":
+                    return f"-{letter} (MAKEFLAGS)"
+    return None

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from bcrun.errors import RuntimeDirError
 from bcrun.proc import read_stat, read_text
@@ -43,8 +41,7 @@ SOCKET_PATH_MAX = 103
 DEBRIS_AGE_S = 60.0
 
 
-@dataclass(frozen=True)
-class Instance:
+class Instance(NamedTuple):
     """What one running bcrun tells the others about itself."""
 
     pid: int
@@ -60,14 +57,38 @@ class Instance:
 
 def candidate_parents() -> list[Path]:
     """Where instance directories may live, best first."""
+    return list(_candidates())
+
+
+def _candidates() -> Iterator[Path]:
+    """candidate_parents(), found as they are needed: the temporary
+    directory is looked for (tempfile creates a file to find it) only if
+    the runtime directory will not do."""
     uid = os.geteuid()
-    parents = []
+    seen = set()
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
-        parents.append(Path(xdg) / "bcrun")
-    parents.append(Path(_temporary_directory()) / f"bcrun-{uid}")
-    parents.append(Path("/tmp") / f"bcrun-{uid}")
-    return list(dict.fromkeys(parents))
+        seen.add(Path(xdg) / "bcrun")
+        yield Path(xdg) / "bcrun"
+    for parent in (
+        Path(_temporary_directory()) / f"bcrun-{uid}",
+        Path("/tmp") / f"bcrun-{uid}",
+    ):
+        if parent not in seen:
+            seen.add(parent)
+            yield parent
+
+
+def _new_directory(parent: Path) -> Path:
+    """A new directory ``.new-*`` in *parent*, mode 0700, as
+    tempfile.mkdtemp() makes one."""
+    while True:
+        work = parent / f".new-{os.urandom(6).hex()}"
+        try:
+            os.mkdir(work, 0o700)
+        except FileExistsError:
+            continue
+        return work
 
 
 def _temporary_directory() -> str:
@@ -75,6 +96,8 @@ def _temporary_directory() -> str:
     it can create a file in none (a full or read-only disk, no descriptor
     left): the first one named is then a candidate all the same, found
     unusable in its turn."""
+    import tempfile  # not when the runtime directory will do
+
     try:
         return tempfile.gettempdir()
     except OSError:
@@ -113,7 +136,7 @@ def usable_parents() -> Iterator[tuple[Path, list[str]]]:
     """Each candidate parent that is safe to use, best first, with why any
     before it was passed over (so far)."""
     errors: list[str] = []
-    for parent in candidate_parents():
+    for parent in _candidates():
         # A socket path longer than sun_path would be cut: pick a shorter parent.
         longest = parent / str(2**22) / SOCKET_NAME
         if len(os.fsencode(longest)) > SOCKET_PATH_MAX:
@@ -171,18 +194,18 @@ class InstanceDir:
         remove_stale(parent)
         work = None
         try:
-            work = Path(tempfile.mkdtemp(prefix=".new-", dir=parent))
+            work = _new_directory(parent)
             self._lock_fd = os.open(work / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            record = {
-                "pid": os.getpid(),
-                "argv": self.argv,
-                "started": time.time(),
-                "control_token": str(self.control_token),
-            }
+            record = (
+                f'{{"pid": {os.getpid()}, '
+                f'"argv": [{", ".join(map(json_string, self.argv))}], '
+                f'"started": {time.time()!r}, '
+                f'"control_token": {json_string(str(self.control_token))}}}'
+            )
             fd = os.open(work / RECORD_NAME, os.O_WRONLY | os.O_CREAT, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump(record, f)
+                f.write(record)
             # Published by one rename, so a reader never sees it half made.
             # It fails if a live bcrun of the same pid (another pid namespace)
             # has the name: never touch that one.
@@ -218,6 +241,38 @@ class InstanceDir:
             self._lock_fd = -1
         if self.path != Path():
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+#: json's own short escapes.
+_JSON_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
+
+
+def json_string(text: str) -> str:
+    """*text* as a JSON string, as json.dumps() writes it: the record is
+    written before the build starts, and json's import would cost that
+    about a millisecond."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in _JSON_ESCAPES:
+            out.append(_JSON_ESCAPES[char])
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    out.append('"')
+    return "".join(out)
 
 
 def _owner_alive(directory: Path) -> bool:
@@ -276,6 +331,8 @@ def _entries(parent: Path) -> Iterator[Path]:
 
 def read_instance(directory: Path) -> Instance | None:
     """The record in *directory*, or None if it is missing or unreadable."""
+    import json  # the readers are control commands, not a build's start
+
     try:
         with open(directory / RECORD_NAME) as f:
             record = json.load(f)

@@ -28,6 +28,11 @@ token (about 0.25 ms, nothing beside a compile).
 Nothing here can take back the slot each running client holds for its first
 job: the pool's floor is the number of running clients (a pause leaves one
 job per client running).
+
+A pool is made, and given its first tokens, before the build starts; what
+keeps it exact (the taker thread, the brake, the guardian) starts with
+:meth:`JobserverPool.start` once the build runs, so that their imports are
+not on the way to the build's start.
 """
 
 from __future__ import annotations
@@ -37,14 +42,13 @@ import fcntl
 import os
 import select
 import stat
-import struct
-import termios
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from bcrun.guardian import Guardian
-from bcrun.reclaim import ClientBrake
+if TYPE_CHECKING:
+    from bcrun.guardian import Guardian
+    from bcrun.reclaim import ClientBrake
 
 Style = Literal["fifo", "pipe"]
 
@@ -59,7 +63,11 @@ STOPPING_S = 0.001
 
 
 class JobserverPool:
-    """A jobserver of one build: create, resize, close.  Thread-safe."""
+    """A jobserver of one build: create, resize, start, close.  Thread-safe.
+
+    Entering it starts it; before :meth:`start`, :meth:`resize` may only
+    grow it (a shrink starts it).
+    """
 
     def __init__(self, style: Style, directory: Path, *, routed: bool = False) -> None:
         if routed and style != "pipe":
@@ -74,16 +82,39 @@ class JobserverPool:
         self._deficit = 0
         self._closing = False
         self.read_fd = self.write_fd = self._drain_fd = self._wake_fd = -1
+        #: What the brake opens its descriptions of.
+        self._brake_path = self.path
+        self._guardian: Guardian | None = None
+        self._brake: ClientBrake | None = None
+        self._taker: threading.Thread | None = None
         if routed:
             self._open_routed()
         else:
             self._open_braked()
-        self._taker = threading.Thread(
-            target=self._route if routed else self._reclaim,
-            name="jobserver-taker",
-            daemon=True,
-        )
-        self._taker.start()
+
+    def start(self) -> None:
+        """Start the guardian, the brake and the thread that takes tokens
+        back (once; the build may run by now)."""
+        with self._lock:
+            if self._taker is not None or self._closing:
+                return
+            from bcrun.guardian import Guardian
+            from bcrun.reclaim import ClientBrake
+
+            if self.routed:
+                # Should bcrun be killed, tokens given back must still reach
+                # the build, or its next one dies of SIGPIPE.
+                self._guardian = Guardian(forward=(self._taker_fd, self._pool_fd))
+            else:
+                self._guardian = Guardian()
+            # A routed pool's brake is never engaged.
+            self._brake = ClientBrake(self._brake_path, self._guardian)
+            self._taker = threading.Thread(
+                target=self._route if self.routed else self._reclaim,
+                name="jobserver-taker",
+                daemon=True,
+            )
+            self._taker.start()
 
     def _open_braked(self) -> None:
         """A fifo, or one pipe, with a description of bcrun's own per
@@ -102,8 +133,7 @@ class JobserverPool:
         self._taker_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         # Wakes the taker's poll() on close().
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._guardian = Guardian()
-        self._brake = ClientBrake(path, self._guardian)
+        self._brake_path = path
 
     def _open_routed(self) -> None:
         """Two pipes: clients take tokens from the first and give them back
@@ -117,10 +147,6 @@ class JobserverPool:
         self._drain_fd = os.open(
             f"/proc/self/fd/{self.read_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
         )
-        # Should bcrun be killed, tokens given back must still reach the
-        # build, or its next one dies of SIGPIPE.
-        self._guardian = Guardian(forward=(self._taker_fd, self._pool_fd))
-        self._brake = ClientBrake(self.path, self._guardian)  # never engaged
 
     # -- what the build is given -------------------------------------------
 
@@ -140,7 +166,9 @@ class JobserverPool:
         """Brake the processes named in *clients* under the build's *root*
         while tokens are owed (a routed pool needs no brake)."""
         if not self.routed:
+            self.start()
             with self._lock:
+                assert self._brake is not None
                 self._brake.watch(root, clients)
 
     # -- the count ---------------------------------------------------------
@@ -159,15 +187,18 @@ class JobserverPool:
             if target >= self._circulating:
                 self._deficit = 0
                 # Before the write, which would stop the clients.
-                self._brake.disengage()
+                if self._brake is not None:
+                    self._brake.disengage()
                 self._put(target - self._circulating)
+                return
+            self.start()
+            assert self._brake is not None
+            self._deficit = self._circulating - target
+            if self.routed:
+                self._drain()
             else:
-                self._deficit = self._circulating - target
-                if self.routed:
-                    self._drain()
-                else:
-                    self._brake.engage()
-                self._lock.notify_all()
+                self._brake.engage()
+            self._lock.notify_all()
 
     def _drain(self) -> None:
         """Take back, at once, surplus tokens no client has taken yet."""
@@ -181,6 +212,9 @@ class JobserverPool:
     def available(self) -> int:
         """Tokens lying in the pool now (FIONREAD)."""
         fd = self.read_fd if self.routed else self._pool_fd
+        import struct
+        import termios  # not on the way to the build's start
+
         raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
         return int(struct.unpack("i", raw)[0])
 
@@ -234,6 +268,7 @@ class JobserverPool:
         poller.register(self._taker_fd, select.POLLIN)
         poller.register(self._wake_fd, select.POLLIN)
         timeout = RELEASE_S
+        assert self._brake is not None
         while True:
             with self._lock:
                 while not self._deficit and not self._closing:
@@ -264,7 +299,7 @@ class JobserverPool:
                 taken = len(os.read(self._taker_fd, self._deficit))
             self._deficit -= taken
             self._circulating -= taken
-        if not self._deficit:
+        if not self._deficit and self._brake is not None:
             self._brake.disengage()
         return taken
 
@@ -274,8 +309,10 @@ class JobserverPool:
         """Stop taking tokens, close every descriptor, remove the fifo."""
         with self._lock:
             self._closing = True
-            self._brake.close()
-            self._guardian.close()
+            if self._brake is not None:
+                self._brake.close()
+            if self._guardian is not None:
+                self._guardian.close()
             self._lock.notify_all()
         # Wake the taker: a read() parked on an empty pipe, or the poll();
         # the build is over.
@@ -284,7 +321,8 @@ class JobserverPool:
                 os.write(self.write_fd, TOKEN)
             else:
                 os.eventfd_write(self._wake_fd, 1)
-        self._taker.join(timeout=1.0)
+        if self._taker is not None:
+            self._taker.join(timeout=1.0)
         fds = {
             self._pool_fd,
             self._taker_fd,
@@ -304,6 +342,7 @@ class JobserverPool:
                 pass
 
     def __enter__(self) -> JobserverPool:
+        self.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -4,27 +4,30 @@ bcrun must be invisible to the shell that started it: the build keeps its
 standard streams and process group (so the terminal's Ctrl-C reaches it
 directly), and bcrun exits with the build's status, or dies of the same
 signal (see ``exit_like``).
+
+The build is started before bcrun's event loop exists (the loop's imports
+are most of bcrun's start-up): :func:`spawn` is synchronous, signals that
+come meanwhile are recorded by :class:`EarlySignals`, and
+:class:`SignalRelay` acts on them once the loop runs.  Nothing here imports
+asyncio.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
-import re
-import resource
 import signal
-import subprocess
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 from bcrun.errors import LaunchError
-from bcrun.priority import set_own_nice
 from bcrun.proc import read_signal_masks
+
+if TYPE_CHECKING:
+    import asyncio
 
 #: Signals passed on to the build when bcrun receives them, unless the
 #: build got them too (sent to the process group).
@@ -37,9 +40,11 @@ NOTE_HANDLERS_S = (0.1, 1.0)
 #: included: passed on only when they cannot have come from the terminal.
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
 
+#: Every signal a relay may handle: the wrapper's SIGUSR1 and SIGUSR2 too.
+RELAYED = (*FORWARDED, *TERMINAL_SIGNALS, signal.SIGUSR1, signal.SIGUSR2)
 
-@dataclass(frozen=True)
-class ExitStatus:
+
+class ExitStatus(NamedTuple):
     """How a process ended: an exit code, or the signal that killed it."""
 
     code: int = 0
@@ -70,14 +75,58 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-async def spawn(
+#: Signals Python ignores from its start, which a program it starts must
+#: get at their default actions (as subprocess's restore_signals does).
+RESTORED = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name)
+)
+
+
+class Process(Protocol):
+    """A started build: a :class:`Spawned`, or a subprocess.Popen."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None:
+        """The returncode once ended (negative: the signal that killed it),
+        reaping it; else None."""
+        ...
+
+    def wait(self) -> int: ...
+
+
+class Spawned:
+    """A process started by posix_spawn: its pid, reaped by :meth:`poll` or
+    :meth:`wait`, and only there."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def spawn(
     argv: list[str],
     env: Mapping[str, str],
     pass_fds: tuple[int, ...] = (),
     nice: int | None = None,
-) -> asyncio.subprocess.Process:
-    """Start *argv* with bcrun's standard streams and process group, at
-    the nice value *nice* if given.
+) -> Process:
+    """Start *argv* with bcrun's standard streams, process group and
+    inherited descriptors (those the build would have had without bcrun, and
+    *pass_fds*), at the nice value *nice* if given.
 
     Raises LaunchError with status 127 when the command is not found and 126
     when it cannot be run, as a shell would.
@@ -86,42 +135,107 @@ async def spawn(
     if raising and os.geteuid() != 0:
         raise LaunchError(f"--nice {nice}: only root may raise a priority", 125)
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv,
+        # The build inherits what bcrun inherited, as it would have without
+        # bcrun (an enclosing make's jobserver too), and *pass_fds*; what
+        # bcrun opened itself is close-on-exec.
+        for fd in pass_fds:
+            os.set_inheritable(fd, True)
+        if nice is None:
+            # posix_spawn: no subprocess module to import before the build.
+            return Spawned(os.posix_spawnp(argv[0], argv, env, setsigdef=RESTORED))
+        return _spawn_niced(argv, env, nice)
+    except OSError as err:
+        raise _not_started(argv, err) from err
+
+
+def _spawn_niced(argv: list[str], env: Mapping[str, str], nice: int) -> Process:
+    """Start *argv* at nice value *nice*, set in the child before it runs
+    the command (posix_spawn cannot)."""
+    import subprocess
+
+    from bcrun.priority import set_own_nice
+
+    try:
+        return subprocess.Popen(
+            argv,
             env=dict(env),
-            pass_fds=tuple(dict.fromkeys((*pass_fds, *_jobserver_fds(env)))),
-            preexec_fn=None if nice is None else partial(set_own_nice, nice),
+            close_fds=False,
+            preexec_fn=partial(set_own_nice, nice),
         )
     except subprocess.SubprocessError as err:
         # Only our preexec function can fail this way.
         raise LaunchError(f"--nice {nice}: cannot set the priority", 125) from err
-    except FileNotFoundError as err:
-        if "/" in argv[0]:
-            raise LaunchError(f"{argv[0]}: No such file or directory", 127) from err
-        raise LaunchError(f"{argv[0]}: command not found", 127) from err
+
+
+def exec_as_is(argv: list[str], env: Mapping[str, str]) -> NoReturn:
+    """Become *argv*, unchanged: for a command bcrun has nothing to control
+    (``make -n``, ``make -j1``), whose status, signals and output are then
+    the command's own with nothing in between.
+
+    Raises LaunchError as :func:`spawn` does when it cannot be run.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for sig in RESTORED:
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execvpe(argv[0], argv, env)
     except OSError as err:
-        if err.errno in (errno.EMFILE, errno.ENFILE):
-            # bcrun's own lack (its pipes to the child), not the command's.
-            raise LaunchError(f"cannot start {argv[0]}: {err.strerror}", 125) from err
-        raise LaunchError(f"{argv[0]}: {err.strerror or err}", 126) from err
+        for sig in RESTORED:
+            signal.signal(sig, signal.SIG_IGN)
+        raise _not_started(argv, err) from err
 
 
-def _jobserver_fds(env: Mapping[str, str]) -> tuple[int, ...]:
-    """The pipe of the jobserver MAKEFLAGS names, when bcrun has it open:
-    an enclosing make's (``+bcrun make`` in a Makefile), which the build must
-    inherit to obey it, as bcrun leaves it alone (bcrun.detect)."""
-    found = re.findall(
-        r"--jobserver-(?:auth|fds)=(\d+),(\d+)", env.get("MAKEFLAGS", "")
-    )
-    if not found:
-        return ()
-    fds = tuple(int(fd) for fd in found[-1])
-    for fd in fds:
+def _not_started(argv: list[str], err: OSError) -> LaunchError:
+    """The error of a command that could not be started, as a shell says it."""
+    if isinstance(err, FileNotFoundError):
+        if "/" in argv[0]:
+            return LaunchError(f"{argv[0]}: No such file or directory", 127)
+        return LaunchError(f"{argv[0]}: command not found", 127)
+    if err.errno in (errno.EMFILE, errno.ENFILE):
+        # bcrun's own lack (its pipes to the child), not the command's.
+        return LaunchError(f"cannot start {argv[0]}: {err.strerror}", 125)
+    return LaunchError(f"{argv[0]}: {err.strerror or err}", 126)
+
+
+async def wait_exit(proc: Process, loop: asyncio.AbstractEventLoop) -> int:
+    """Wait for *proc* to end without blocking *loop*; return its
+    returncode (negative: the signal that killed it).
+
+    A pidfd (Linux 5.3) tells the loop when it has ended; without one, a
+    thread waits.  Either way the process is reaped through *proc*, which
+    then knows its returncode and never reaps it again.
+    """
+    done: asyncio.Future[int] = loop.create_future()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = -1
+    if pidfd >= 0:
+
+        def ended() -> None:
+            code = proc.poll()
+            if code is not None and not done.done():
+                done.set_result(code)
+
+        loop.add_reader(pidfd, ended)
         try:
-            os.fstat(fd)
-        except OSError:
-            return ()
-    return fds
+            ended()  # it may have ended before the reader was added
+            return await done
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+    import threading  # only without pidfds
+
+    def finish(code: int) -> None:
+        if not done.done():
+            done.set_result(code)
+
+    def wait() -> None:
+        loop.call_soon_threadsafe(finish, proc.wait())
+
+    threading.Thread(target=wait, name="build-waiter", daemon=True).start()
+    return await done
 
 
 def _from_terminal() -> bool:
@@ -136,6 +250,41 @@ def _from_terminal() -> bool:
     return False
 
 
+class EarlySignals:
+    """Record *signals* from just before the build starts until
+    :class:`SignalRelay` takes them over with the event loop, which does
+    not exist yet: none of them may kill bcrun, or be lost to the build,
+    meanwhile.  Signals ignored when bcrun started stay ignored."""
+
+    def __init__(self, signals: Iterable[int]) -> None:
+        self.signals = tuple(signals)
+        #: Those that were ignored when bcrun started.
+        self.ignored: set[int] = set()
+        #: Those received, in order.
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> EarlySignals:
+        for sig in self.signals:
+            handler = signal.getsignal(sig)
+            if handler == signal.SIG_IGN:
+                self.ignored.add(sig)
+                continue
+            if handler is not None:
+                self._previous[sig] = handler
+            signal.signal(sig, self._record)
+        return self
+
+    def _record(self, sig: int, frame: object) -> None:
+        self.received.append(sig)
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Those the relay did not take over (the build could not start).
+        for sig, handler in self._previous.items():
+            if signal.getsignal(sig) == self._record:
+                signal.signal(sig, handler)
+
+
 class SignalRelay:
     """Pass bcrun's signals on to the build while it runs.
 
@@ -144,19 +293,23 @@ class SignalRelay:
     would).  *handlers* maps extra signals (SIGUSR1, SIGUSR2) to callbacks;
     *on_ending* runs on each signal that may end the build, before the build
     gets it (to continue stopped jobs, which could not end otherwise).
+    Signals *early* recorded before the relay existed are acted on once the
+    build is attached.
     """
 
     def __init__(
         self,
         handlers: Mapping[signal.Signals, Callable[[], None]] | None = None,
         on_ending: Callable[[], None] | None = None,
+        early: EarlySignals | None = None,
     ) -> None:
         self.handlers = dict(handlers or {})
         self.on_ending = on_ending
+        self.early = early
         self.pid = 0
         #: Signals that came before the build was started, passed on then.
         self._early: list[int] = []
-        self._installed: list[int] = []
+        self._installed: dict[int, Callable[[int], None]] = {}
         #: Signals the build was seen to catch, and those it was then seen to
         #: have stopped catching.
         self._caught = 0
@@ -168,7 +321,15 @@ class SignalRelay:
         for sig in self._early:
             self._forward(sig)
         self._early.clear()
-        loop = asyncio.get_running_loop()
+        if self.early is not None and self.early.received:
+            # The build may have got these too (sent to the process group):
+            # what it catches tells, as for any signal (_build_got).
+            self._note_handlers()
+            for sig in self.early.received:
+                if sig in self._installed:
+                    self._installed[sig](sig)
+            self.early.received.clear()
+        loop = _running_loop()
         for delay in NOTE_HANDLERS_S:
             loop.call_later(delay, self._note_handlers)
 
@@ -199,21 +360,27 @@ class SignalRelay:
         return True
 
     def __enter__(self) -> SignalRelay:
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         wanted: dict[signal.Signals, Callable[[int], None]] = dict.fromkeys(
             self.handlers, self._call
         )
         wanted.update(dict.fromkeys(FORWARDED, self._forward))
         wanted.update(dict.fromkeys(TERMINAL_SIGNALS, self._forward_unless_terminal))
         for sig, callback in wanted.items():
-            if signal.getsignal(sig) == signal.SIG_IGN:
+            if self._ignored(sig):
                 continue
             loop.add_signal_handler(sig, callback, sig)
-            self._installed.append(sig)
+            self._installed[sig] = callback
         return self
 
+    def _ignored(self, sig: int) -> bool:
+        """Whether *sig* was ignored when bcrun started."""
+        if self.early is not None:
+            return sig in self.early.ignored
+        return signal.getsignal(sig) == signal.SIG_IGN
+
     def __exit__(self, *exc_info: object) -> None:
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         for sig in self._installed:
             loop.remove_signal_handler(sig)
         self._installed.clear()
@@ -239,6 +406,12 @@ class SignalRelay:
             self.on_ending()
 
 
+def _running_loop() -> asyncio.AbstractEventLoop:
+    import asyncio  # loaded by now: the relay comes with the event loop
+
+    return asyncio.get_running_loop()
+
+
 def exit_like(status: ExitStatus) -> NoReturn:
     """End this process the way the build ended: same code, or same signal."""
     sys.stdout.flush()
@@ -247,6 +420,8 @@ def exit_like(status: ExitStatus) -> NoReturn:
         sig = status.signal
         # The build's core dump, if any, is the one the user wants, not ours.
         with contextlib.suppress(OSError, ValueError):
+            import resource
+
             _, hard = resource.getrlimit(resource.RLIMIT_CORE)
             resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
         # SIGKILL and SIGSTOP refuse a handler but can still be sent.

@@ -6,10 +6,14 @@ byte stream.  The wire format is described in bcrun(1), section PROTOCOL.
 
 from __future__ import annotations
 
-import hmac
+import os
 import re
-import secrets
-from dataclasses import dataclass
+
+# The constant-time comparison of hmac.compare_digest (its own, without
+# OpenSSL), without hmac's import of hashlib and OpenSSL: bcrun checks its
+# build's first token while the build starts.
+from _operator import _compare_digest as compare_digest
+from typing import NamedTuple
 
 from bcrun.errors import ProtocolError
 
@@ -24,9 +28,10 @@ COUNT_MAX = 2**31 - 1
 #: Random bytes in a token's secret: 128 bits, above the protocol's 96.
 SECRET_BYTES = 16
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-_COUNT_RE = re.compile(r"[0-9]{1,10}")
-_TOKEN_RE = re.compile(r"([0-9]{1,9})-([0-9a-f]*)")
+# Patterns, compiled by re on first use: compiling them all as bcrun starts
+# costs it a millisecond or more.
+_COUNT = r"[0-9]{1,10}"
+_TOKEN = r"([0-9]{1,9})-([0-9a-f]*)"
 
 
 class LineDecoder:
@@ -52,7 +57,10 @@ class LineDecoder:
         if self._after_cr and data.startswith(b"\n"):
             data = data[1:]
         self._after_cr = data.endswith(b"\r")
-        *complete, rest = _LINE_END.split(data)
+        # Each \r\n, then each lone \r or \n, ends a line.
+        *complete, rest = (
+            data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        )
         lines: list[str] = []
         try:
             for part in complete:
@@ -76,7 +84,7 @@ class LineDecoder:
 
 def parse_count(line: str) -> int:
     """The job count a line holds: a decimal integer from 0 to COUNT_MAX."""
-    if not _COUNT_RE.fullmatch(line):
+    if not re.fullmatch(_COUNT, line):
         raise ProtocolError(f"not a job count: {line[:40]!r}")
     count = int(line)
     if count > COUNT_MAX:
@@ -96,12 +104,13 @@ def format_line(text: str) -> bytes:
     return text.encode("utf-8", "replace") + b"\r\n"
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """A build's credential, ``N-SECRET`` on the wire.
 
     *number* lets a server find the build without a search; only *secret*
-    is checked, in constant time.
+    is checked, in constant time.  (Named tuples here, not dataclasses:
+    bcrun makes its tokens before it starts the build, and importing
+    dataclasses alone would add several milliseconds to that.)
     """
 
     number: int
@@ -116,31 +125,30 @@ class Token:
 
     @classmethod
     def new(cls, number: int) -> Token:
-        return cls(number, secrets.token_hex(SECRET_BYTES))
+        # What secrets.token_hex() does, without importing it.
+        return cls(number, os.urandom(SECRET_BYTES).hex())
 
     def matches(self, line: str) -> bool:
         """Whether *line* is this token, compared in constant time."""
-        return hmac.compare_digest(
+        return compare_digest(
             line.encode("utf-8", "surrogatepass"), str(self).encode("ascii")
         )
 
 
 def token_number(line: str) -> int | None:
     """The build number a token line claims, or None if it is not ``N-hex``."""
-    match = _TOKEN_RE.fullmatch(line)
+    match = re.fullmatch(_TOKEN, line)
     return int(match.group(1)) if match else None
 
 
-@dataclass(frozen=True)
-class UnixAddress:
+class UnixAddress(NamedTuple):
     path: str
 
     def __str__(self) -> str:
         return self.path
 
 
-@dataclass(frozen=True)
-class InetAddress:
+class InetAddress(NamedTuple):
     host: str | None  # None: the local host
     service: str
 

@@ -14,16 +14,16 @@ matches, the schedule sets no cap.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bcrun.errors import ConfigError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_TIME = re.compile(r"(\d{1,2})(?::(\d{2}))?")
+# Compiled by re on first use, not as bcrun starts.
+_TIME = r"(\d{1,2})(?::(\d{2}))?"
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     days: frozenset[int]
     #: Minutes after midnight: start inclusive, end exclusive.
     start: int
@@ -107,7 +107,7 @@ def _parse_hours(word: str, rule: str) -> tuple[int, int]:
 
 
 def _minute(text: str) -> int | None:
-    match = _TIME.fullmatch(text)
+    match = re.fullmatch(_TIME, text)
     if not match:
         return None
     hours, minutes = int(match[1]), int(match[2] or 0)

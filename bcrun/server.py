@@ -13,11 +13,11 @@ commands (see :mod:`bcrun.commands`).  Anything else is closed without a word.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import os
 import socket
-import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from typing import Protocol
 
 from bcrun.commands import Command, Quit, parse_command
 from bcrun.errors import BcrunError, ControlError, ProtocolError
+from bcrun.listener import Greeted, bind_unix, wrap
 from bcrun.protocol import (
     LINE_MAX,
     InetAddress,
@@ -37,6 +38,8 @@ from bcrun.protocol import (
 )
 
 READ_SIZE = 4096
+#: What a connection's reader holds before it stops reading (asyncio's own).
+STREAM_LIMIT = 2**16
 
 
 @dataclass(frozen=True)
@@ -154,22 +157,38 @@ class Hub:
 
     async def listen_unix(self, path: Path, mode: int = 0o600) -> str:
         """Listen on a unix socket at *path*; return the address to give out."""
-        _remove_dead_socket(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(os.fspath(path))
-            os.chmod(path, mode)
-            sock.listen(self.limits.backlog)
-        except OSError as err:
-            sock.close()
-            raise BcrunError(f"cannot listen on {path}: {err.strerror}") from err
+        await self.serve_unix(bind_unix(path, mode, self.limits.backlog), path)
+        return os.fspath(path)
+
+    async def serve_unix(self, listener: _socket.socket, path: Path) -> None:
+        """Serve *listener*, a unix socket already listening at *path*
+        (bcrun.listener.bind_unix), which :meth:`close` removes."""
+        sock = wrap(listener)
         self._unix_paths.append((path, os.lstat(path).st_ino))
         self._servers.append(
             await asyncio.start_unix_server(
-                self._accept, sock=sock, backlog=self.limits.backlog
+                self._accept, sock=sock, backlog=self.limits.backlog, limit=STREAM_LIMIT
             )
         )
-        return os.fspath(path)
+
+    async def adopt(self, greeted: Greeted) -> None:
+        """Serve a connection accepted before the hub existed
+        (bcrun.listener.Greeter), with what it has sent so far, as if it had
+        just come; a build connection that was sent its build's count is not
+        sent it again."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+        if greeted.data:
+            reader.feed_data(greeted.data)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        sock = wrap(greeted.sock)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+        except OSError:
+            sock.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        self._accept(reader, writer, sent=greeted.sent)
 
     async def listen_inet(self, address: InetAddress) -> list[str]:
         """Listen on TCP; loopback unless *address* names a host.
@@ -216,10 +235,13 @@ class Hub:
     # -- connections -------------------------------------------------------
 
     def _accept(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sent: int | None = None,
     ) -> None:
         assert self._tasks is not None
-        task = self._tasks.create_task(self._handle(reader, writer))
+        task = self._tasks.create_task(self._handle(reader, writer, sent))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
         self._pending[task] = None
@@ -244,7 +266,10 @@ class Hub:
             oldest.cancel()
 
     async def _handle(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sent: int | None = None,
     ) -> None:
         task = asyncio.current_task()
         decoder = LineDecoder(self.limits.line_max)
@@ -262,7 +287,7 @@ class Hub:
             if build is None:
                 self._log(f"{_peer(writer)}: unknown token, closed")
                 return
-            await self._serve_build(build, reader, writer)
+            await self._serve_build(build, reader, writer, sent)
         except (ProtocolError, TimeoutError, OSError, _PeerClosed) as err:
             self._log(f"{_peer(writer)}: {type(err).__name__} {err}")
         except Exception as err:
@@ -279,12 +304,16 @@ class Hub:
         return build
 
     async def _serve_build(
-        self, build: Build, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        build: Build,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sent: int | None = None,
     ) -> None:
         build.connections.add(writer)
         self._log(f"{_peer(writer)}: build {build.number} connected")
         try:
-            if build.count is not None:
+            if build.count is not None and build.count != sent:
                 self._send(writer, format_count(build.count))
             # Build programs send nothing after the token: read only to see EOF.
             while await reader.read(READ_SIZE):
@@ -357,27 +386,6 @@ def _peer(writer: asyncio.StreamWriter) -> str:
     name = writer.get_extra_info("peername")
     fd = sock.fileno() if sock is not None else -1
     return f"fd {fd}" + (f" {name}" if name else "")
-
-
-def _remove_dead_socket(path: Path) -> None:
-    """Remove a socket left at *path* by a dead server; refuse a live one."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise BcrunError(f"{path}: exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(os.fspath(path))
-    except ConnectionRefusedError:
-        os.unlink(path)
-        return
-    except OSError as err:
-        raise BcrunError(f"{path}: {err.strerror}") from err
-    finally:
-        probe.close()
-    raise BcrunError(f"{path}: a server is already listening there")
 
 
 def describe_connections(hub: Hub) -> list[str]:

@@ -7,9 +7,10 @@ from typing import NamedTuple
 
 from bcrun.errors import ConfigError
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
+# Compiled by re on first use, not as bcrun starts.
+_SIZE = r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?", re.IGNORECASE)
+_DURATION = r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?"
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 
 
@@ -36,7 +37,7 @@ def parse_size(text: str) -> Size:
         if not 0 <= percent <= 100:
             raise ConfigError(f"{text!r} is not a percentage from 0% to 100%")
         return Size(percent=percent)
-    match = _SIZE.fullmatch(text)
+    match = re.fullmatch(_SIZE, text, re.IGNORECASE)
     if not match:
         raise ConfigError(f"{text!r} is not a size (like 512M, 2G or 10%)")
     number, unit, _ = match.groups()
@@ -55,7 +56,7 @@ def format_size(size: int) -> str:
 
 def parse_duration(text: str) -> float:
     """``300``, ``90s``, ``5m``, ``1h``, ``500ms``: seconds."""
-    match = _DURATION.fullmatch(text.strip())
+    match = re.fullmatch(_DURATION, text.strip(), re.IGNORECASE)
     if not match:
         raise ConfigError(f"{text!r} is not a duration (like 90s, 5m or 1h)")
     number, unit = match.groups()

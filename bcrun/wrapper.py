@@ -1,7 +1,9 @@
-"""``bcrun COMMAND``: run one build and serve its control in this process.
+"""``bcrun COMMAND``: serve one build's control in this process.
 
-Who owns what: :func:`run_build` owns the instance directory, the hub (which
-owns the listener and every connection) and a task group holding the policy
+The build has been started by bcrun.start, which owns the instance
+directory, the listening socket and the jobserver; :func:`run_build` owns
+the hub (which takes over the listener, and the connections the greeter
+answered, and owns every connection) and a task group holding the policy
 ticker.  Each lives exactly as long as the build: when the child exits, the
 ticker is cancelled, the hub closes every connection, and the directory with
 its socket is removed, whatever the exit path.
@@ -25,18 +27,24 @@ from bcrun.detect import Plan
 from bcrun.errors import BcrunError, ControlError
 from bcrun.governor import Governor
 from bcrun.guardian import Guardian
-from bcrun.instances import InstanceDir
 from bcrun.jobserver import JobserverPool
-from bcrun.launcher import ExitStatus, SignalRelay, spawn
-from bcrun.metrics import JobserverUse, Metrics, Sampler, jobserver_use
-from bcrun.policies import Policy, targets
+from bcrun.launcher import ExitStatus, Process, SignalRelay, wait_exit
+from bcrun.metrics import (
+    JobserverUse,
+    Metrics,
+    Sampler,
+    cpu_capacity,
+    default_jobs,
+    jobserver_use,
+)
+from bcrun.policies import POLICIES, Policy, targets
 from bcrun.policies.memory import freeze_step
-from bcrun.priority import autogroup_niced
 from bcrun.proc import name_self
 from bcrun.protocol import Token
 from bcrun.remote import engine_of, read_remote
 from bcrun.server import Build, Hub, describe_connections
 from bcrun.settings import Settings
+from bcrun.start import RunRequest, Started
 
 #: Seconds between two checks for jobserver tokens lost with a killed client.
 TOKEN_CHECK_S = 0.5
@@ -66,6 +74,7 @@ class Wrapper:
         governor: Governor,
         verbose: bool = False,
         trace: TextIO | None = None,
+        tokens: tuple[Token, Token] | None = None,
     ) -> None:
         self.control = control
         #: The jobserver the build draws from, when it is driven through one.
@@ -75,8 +84,11 @@ class Wrapper:
         self.governor = governor
         self.verbose = verbose
         self.started = time.time()
-        self.hub = Hub(control_token=Token.new(0), controller=self)
-        self.build: Build = self.hub.add_build(Token.new(BUILD_NUMBER))
+        control_token, build_token = tokens or (Token.new(0), Token.new(BUILD_NUMBER))
+        self.hub = Hub(control_token=control_token, controller=self)
+        self.build: Build = self.hub.add_build(build_token)
+        #: Whether the first count has been decided (and said, under -v).
+        self._decided = False
         self.sampler = Sampler(tools=TOOLS | control.clients)
         #: The last sample of the machine, for status and the trace.
         self.metrics: Metrics | None = None
@@ -97,13 +109,17 @@ class Wrapper:
     # -- the count ---------------------------------------------------------
 
     def apply(self) -> None:
-        """Send the governor's count if it changed."""
+        """Send the governor's count if it changed (and say the first one,
+        under -v, whether or not the build started at it)."""
         old, new = self.build.count, self.governor.count
-        if old == new:
+        first, self._decided = not self._decided, True
+        if old == new and not first:
             return
         if self.verbose:
-            change = f"starting at {new}" if old is None else f"{old} -> {new}"
+            change = f"starting at {new}" if first else f"{old} -> {new}"
             print(f"bcrun: {change} jobs: {self.governor.reason}", file=sys.stderr)
+        if old == new:
+            return
         self.hub.set_count(self.build, new)
         if self.pool is not None:
             self.pool.resize(new)
@@ -213,9 +229,7 @@ class Wrapper:
             self.sampler.remote = await asyncio.to_thread(read_remote, engine, env)
             await asyncio.sleep(REMOTE_S)
 
-    async def supervise(
-        self, child: asyncio.subprocess.Process, env: dict[str, str] | None = None
-    ) -> int:
+    async def supervise(self, child: Process, env: dict[str, str] | None = None) -> int:
         """Tick the policies, and mind the jobserver's tokens, while *child*
         runs; return its returncode."""
         self.sampler.root = child.pid
@@ -231,7 +245,7 @@ class Wrapper:
                     helpers.append(
                         tasks.create_task(self.watch_remote(engine, env or {}))
                     )
-                returncode = await child.wait()
+                returncode = await wait_exit(child, asyncio.get_running_loop())
                 for helper in helpers:
                     helper.cancel()
         finally:
@@ -346,65 +360,84 @@ class Wrapper:
         }
 
 
+def serve_build(
+    started: Started, request: RunRequest, trace: TextIO | None = None
+) -> ExitStatus:
+    """Serve *started*'s control as *request* asks, until the build ends;
+    return how it ended."""
+    jobs = request.jobs
+    if jobs is None:
+        # The sampler's own reading of the CPUs, from now on (bcrun.start
+        # read them the same way without importing it).
+        jobs = started.control.jobs or default_jobs(cpu_capacity())
+    settings = Settings(
+        jobs=jobs,
+        min_jobs=request.min_jobs,
+        max_jobs=request.max_jobs,
+        tick_s=request.tick,
+        load=request.load,
+        mem_reserve=request.mem_reserve,
+        freeze=request.freeze,
+        active_jobs=request.active_jobs,
+        idle_after_s=request.idle_after,
+        schedule=request.schedule,
+    )
+    policies = [POLICIES[name] for name in request.policies]
+    started.reserve.release()
+    return asyncio.run(run_build(started, policies, settings, request.verbose, trace))
+
+
 async def run_build(
-    control: Plan,
+    started: Started,
     policies: Sequence[Policy],
     settings: Settings,
     verbose: bool = False,
-    nice: int | None = None,
     trace: TextIO | None = None,
 ) -> ExitStatus:
-    """Run the planned command under control until it ends; return how it
-    ended."""
+    """Serve the control of the *started* build until it ends; return how
+    it ended."""
     # Builds find each other by this name, whoever runs them (python3 -m
     # bcrun is "python3" otherwise); see bcrun.policies.adaptive.
     name_self(BCRUN)
-    wrapper = Wrapper(control, Governor(policies, settings), verbose, trace)
-    assert wrapper.hub.control_token is not None
-    with (
-        InstanceDir(wrapper.argv, wrapper.hub.control_token) as instance,
-        contextlib.ExitStack() as cleanup,
-    ):
-        for reason in instance.passed_over:
-            print(f"bcrun: warning: {reason}", file=sys.stderr)
+    control, child = started.control, started.process
+    wrapper = Wrapper(
+        control,
+        Governor(policies, settings),
+        verbose,
+        trace,
+        tokens=(started.control_token, started.build_token),
+    )
+    # The count the build started at, which the greeter sent and the pool
+    # holds.
+    wrapper.build.count = started.first_count
+    with contextlib.ExitStack() as cleanup:
         if "presence" in wrapper.policy_names.split(","):
             # Imported here: ctypes and psutil are a tenth of bcrun's start-up.
             from bcrun.presence import IdleSources
 
             idle = cleanup.enter_context(IdleSources())
             wrapper.sampler.idle = idle.idle_seconds
-        env = dict(os.environ)
-        for name in control.unset:
-            env.pop(name, None)
-        if control.via == "jobserver":
-            assert control.style is not None
-            wrapper.pool = cleanup.enter_context(
-                # Clients bcrun cannot name (cargo's) cannot be braked.
-                JobserverPool(control.style, instance.path, routed=not control.clients)
-            )
-            flags = f"{control.makeflags or ''} --jobserver-auth={wrapper.pool.auth}"
-            env["MAKEFLAGS"] = flags.strip()
+        if started.pool is not None:
+            wrapper.pool = started.pool
+            started.pool.start()
         async with wrapper.hub:
-            socket_path = await wrapper.hub.listen_unix(instance.socket)
-            # The first count exists before the build can ask for it.
+            # The policies' first count, while the greeter still answers;
+            # then the hub serves the connections so far, and the socket.
             wrapper.update()
-            env["BUILDSOCKET"] = socket_path
-            env["BUILDTOKEN"] = str(wrapper.build.token)
+            # Those first: they came before any still in the backlog.
+            for connection in started.greeter.stop():
+                await wrapper.hub.adopt(connection)
+            await wrapper.hub.serve_unix(started.listener, started.instance.socket)
             handlers = {
                 signal.SIGUSR1: lambda: wrapper.step(+1),
                 signal.SIGUSR2: lambda: wrapper.step(-1),
             }
-            with SignalRelay(handlers, on_ending=wrapper.end) as relay:
-                pass_fds = wrapper.pool.pass_fds if wrapper.pool else ()
-                child = await spawn(wrapper.argv, env, pass_fds, nice)
+            relay = SignalRelay(handlers, on_ending=wrapper.end, early=started.signals)
+            with relay:
                 relay.attach(child.pid)
-                instance.note_build(child.pid)
                 if wrapper.pool is not None:
                     wrapper.pool.watch(child.pid, control.clients)
-                with autogroup_niced(child.pid, nice or 0) as failed:
-                    if failed:
-                        print(f"bcrun: warning: {failed}", file=sys.stderr)
-                    returncode = await wrapper.supervise(child, env)
+                returncode = await wrapper.supervise(child, started.env)
     return ExitStatus.from_returncode(returncode)
 
 

@@ -98,6 +98,8 @@ class Bcrun:
         self.env = dict(os.environ)
         self.env["XDG_RUNTIME_DIR"] = str(self.xdg)
         self.env["TMPDIR"] = str(tmp_path / "tmp")
+        # What bcrun learns of the programs it runs (bcrun.detect.ProgramFacts).
+        self.env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
         self.env.pop("BUILDSOCKET", None)
         self.env.pop("BUILDTOKEN", None)
         self.env["PYTHONPATH"] = str(ROOT)

@@ -19,14 +19,12 @@ from typing import NamedTuple
 from bcrun.metrics import Metrics
 from bcrun.policies.base import Decision
 from bcrun.settings import Settings
-from bcrun.units import Size, format_size
 
-#: The reserve when none is given: 10% of the memory, at most 4G.
-DEFAULT_RESERVE = Size(percent=10)
-DEFAULT_RESERVE_MAX = 4 << 30
-
-#: What one job is assumed to take before any job of the build finished.
-UNSEEN_JOB_BYTES = 512 << 20
+# The reserve (10% of the memory, at most 4G, when none is given) and what
+# one job is assumed to take before any job of the build finished: shared
+# with the count a build starts at, worked out before the policies load.
+from bcrun.startcount import UNSEEN_JOB_BYTES, reserve_of
+from bcrun.units import format_size
 
 #: Memory PSI (share of time some task stalled on memory) that holds the
 #: count, and that takes one job off it.
@@ -40,9 +38,7 @@ PAGE = 4096
 
 
 def reserve_bytes(metrics: Metrics, settings: Settings) -> int:
-    if settings.mem_reserve is not None:
-        return settings.mem_reserve.of(metrics.mem_total_bytes)
-    return min(DEFAULT_RESERVE.of(metrics.mem_total_bytes), DEFAULT_RESERVE_MAX)
+    return reserve_of(metrics.mem_total_bytes, settings.mem_reserve)
 
 
 def job_bytes(metrics: Metrics) -> int:

@@ -205,7 +205,8 @@ def test_cmake_build_with_either_generator(
     build = ["cmake", "--build", str(project / "build"), "-j", "8"]
     explained = bcrun.run("--explain", *build, env=env)
     assert "a jobserver" in explained.stdout, explained.stdout + explained.stderr
-    result = bcrun.run("-j", "2", *build, env=env, timeout=120)
+    # -v: what bcrun takes off a command is said only when asked.
+    result = bcrun.run("-v", "-j", "2", *build, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "removed CMAKE_BUILD_PARALLEL_LEVEL" in result.stderr
     assert "took -j 8 off the command line" in result.stderr

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bcrun.detect import Plan, _bsd_make_notices, _clean_makeflags, _strip_jobs
-from bcrun.errors import ConfigError
+from bcrun.detect import (
+    Plan,
+    _bsd_make_notices,
+    _clean_makeflags,
+    _runs_no_job,
+    _strip_jobs,
+)
 
 
 def stripped(*argv: str, ninja: bool = False) -> tuple[list[str], int | None]:
@@ -38,9 +43,92 @@ def test_ninja_counts_are_taken_off():
     )
 
 
-def test_a_serial_build_is_refused():
-    with pytest.raises(ConfigError, match="serial build"):
-        stripped("make", "-j1")
+@pytest.mark.parametrize(
+    ("argv", "serial"),
+    [
+        (["make", "-j1"], "-j1"),
+        (["make", "-j", "1", "all"], "-j 1"),
+        (["make", "--jobs=1"], "--jobs=1"),
+        (["make", "-kj1"], "-kj1"),
+        # The last count given wins, as in make.
+        (["make", "-j1", "-j4"], None),
+        (["make", "-j4", "-j1"], "-j1"),
+        (["make", "-j1", "-j"], None),
+        (["make", "-j2"], None),
+    ],
+)
+def test_a_serial_build_is_noted(argv, serial):
+    """A serial build is run as it is (bcrun.detect.plan): a jobserver
+    cannot keep a build to one job."""
+    plan = Plan("jobserver", "make", "", "pipe", argv)
+    _strip_jobs(plan, "--jobs")
+    assert plan.serial == serial
+
+
+def test_a_serial_count_in_makeflags_is_noted_unless_the_command_line_has_one():
+    plan = Plan("jobserver", "make", "", "pipe", ["make"])
+    _clean_makeflags("-j1 -k", plan)
+    assert plan.serial == "-j1 in MAKEFLAGS"
+    plan = Plan("jobserver", "make", "", "pipe", ["make", "-j3"])
+    _strip_jobs(plan, "--jobs")
+    _clean_makeflags("-j1", plan)
+    assert plan.serial is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "makeflags", "idle"),
+    [
+        (["make", "-q"], "", "-q"),
+        (["make", "-n", "all"], "", "-n"),
+        (["make", "-kn"], "", "-n"),
+        (["make", "-qp"], "", "-q"),
+        (["make", "--just-print"], "", "--just-print"),
+        (["make", "--dry-run"], "", "--dry-run"),
+        (["make", "--recon"], "", "--recon"),
+        (["make", "--question"], "", "--question"),
+        (["make", "-t"], "", "-t"),
+        (["make", "--version"], "", "--version"),
+        (["make", "-v"], "", "-v"),
+        (["make", "--help"], "", "--help"),
+        (["make", "-h"], "", "-h"),
+        # -p prints the database (with bcrun's variables), then builds.
+        (["make", "-p"], "", "-p"),
+        (["make", "--print-data-base"], "", "--print-data-base"),
+        (["make", "-k", "all"], "", None),
+        # The argument of an option is no option.
+        (["make", "-C", "-n"], "", None),
+        (["make", "-Cn"], "", None),
+        (["make", "-f", "-q"], "", None),
+        (["make", "--file", "--version"], "", None),
+        (["make", "--file=x", "-n"], "", "-n"),
+        (["make", "--", "-n"], "", None),
+        (["make", "n"], "", None),
+        # An enclosing make's flags.
+        (["make"], "n -- X=1", "-n (MAKEFLAGS)"),
+        (["make"], "ks", None),
+        (["make"], " --jobserver-auth=3,4", None),
+    ],
+)
+def test_make_options_that_run_no_job(argv, makeflags, idle):
+    assert _runs_no_job(argv, {"MAKEFLAGS": makeflags}, ninja=False) == idle
+
+
+@pytest.mark.parametrize(
+    ("argv", "idle"),
+    [
+        (["ninja", "-n"], "-n"),
+        (["ninja", "-t", "clean"], "-t"),
+        (["ninja", "--version"], "--version"),
+        (["ninja", "-h"], "-h"),
+        # ninja's -v is --verbose; -C and -j take an argument.
+        (["ninja", "-v"], None),
+        (["ninja", "-C", "-n"], None),
+        (["ninja", "-j", "4", "all"], None),
+    ],
+)
+def test_ninja_options_that_run_no_job(argv, idle):
+    # MAKEFLAGS is make's alone.
+    assert _runs_no_job(argv, {"MAKEFLAGS": "n"}, ninja=True) == idle
 
 
 def test_cmake_parallel_options():

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pwd
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bcrun.errors import RuntimeDirError
 from bcrun.instances import (
@@ -14,6 +17,7 @@ from bcrun.instances import (
     InstanceDir,
     candidate_parents,
     ensure_private_dir,
+    json_string,
     read_instance,
     remove_stale,
     running_instances,
@@ -121,3 +125,22 @@ def test_half_made_directories_are_left_alone_while_young(runtime):
     remove_stale(parent)
     assert young.exists()
     assert not old.exists()
+
+
+@given(st.text())
+def test_the_record_writes_json_as_json_does(text):
+    """The record is written before the build starts, without json."""
+    assert json_string(text) == json.dumps(text)
+
+
+def test_a_record_of_any_argv_reads_back(runtime):
+    argv = ["make", 'a "quoted" \\ word', "tab\tand\nline", "é", "\udcff", "\U0001f600"]
+    token = Token.new(0)
+    with InstanceDir(argv, token) as instance:
+        found = read_instance(instance.path)
+    assert found is not None
+    assert (found.argv, found.control_token, found.pid) == (
+        tuple(argv),
+        token,
+        os.getpid(),
+    )
