@@ -10,6 +10,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+#: "At once" for a tool starting jobs on a new count: the tool wakes on the
+#: line (a polling tool would take its tick, 0.5 s or more) and spawns them;
+#: the spawning of a few shells alone took 0.1 s on a busy CI machine.
+AT_ONCE_S = 0.25
+
 JOB_SCRIPT = """\
 #!/bin/sh
 # job.sh NAME SECONDS: log the start, work, log the end.
