@@ -115,6 +115,9 @@ class Metrics:
     external_load_peak_long: float | None = None
     #: The other bcrun builds here, which share the target with this one.
     peers: tuple[PeerBuild, ...] = ()
+    #: The most builds (this one and its peers) at a look of the last
+    #: LONG_WINDOW_S: a peer's share was smaller then.
+    builds_peak_long: int | None = None
     #: This build's place among them (see :attr:`PeerBuild.key`).
     own_key: tuple[float, int] = (0.0, 0)
     #: CPUs busy, all processes.
@@ -299,6 +302,7 @@ class Sampler:
         self._busy = Window(CPU_PERSIST_S)
         self._external = Window(PEAK_WINDOW_S)
         self._external_long = Window(LONG_WINDOW_S)
+        self._builds_long = Window(LONG_WINDOW_S)
         self._throttled = Window(SCAN_PERSIST_S)
         self._throttled_long = Window(THROTTLE_WINDOW_S)
         #: Each peer's CPU seconds and runnable tasks at the last look, and
@@ -400,6 +404,7 @@ class Sampler:
             throttled_peak = round(self._throttled_long.highest(), 3)
         self._external.add(now, external)
         self._external_long.add(now, external)
+        self._builds_long.add(now, len(peers) + 1)
         total, available, limit = memory.total_bytes, memory.available_bytes, None
         limit_source = ""
         limited = cgroup.read_cgroup_memory(self._cgroups)
@@ -424,6 +429,7 @@ class Sampler:
             external_load_peak=round(self._external.highest(), 3),
             external_load_peak_long=round(self._external_long.highest(), 3),
             peers=tuple(peer.build for peer in peers),
+            builds_peak_long=int(self._builds_long.highest()),
             own_key=(own.start_s if own else 0.0, me),
             cpu_busy=rates.cpu_busy,
             psi_cpu_some=rates.pressure_some.get("cpu"),

@@ -179,8 +179,8 @@ def distcc_scenario(children: Children, tmp: Path, burn: Path) -> list[list[str]
         (work / "distcc").mkdir()
         trace = work / "trace.jsonl"
         with (
-            distccd(children, work) as (port1, _),
-            distccd(children, work) as (
+            distccd(1, work) as (port1, _),
+            distccd(1, work) as (
                 port2,
                 second,
             ),

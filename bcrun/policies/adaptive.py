@@ -10,10 +10,12 @@ chain, a fraction kept (a quota of 1.5 CPUs is a target of 1.5).
 room is split between this build and the other bcrun builds the process
 table shows (any user's: /proc/PID/stat is public, so no rendezvous, no
 file another user could write): a build that leaves a whole job of its
-share unused (a serial link, a configure step) keeps what it uses, and the
-rest is divided evenly between the others, the remainder going to the
-oldest builds in turn (:data:`ROTATE_S`), so that time-mean shares come out
-even.  Every build computes the same split from the same process table, so
+share unused (a serial link, a configure step; :func:`light_margin`) keeps
+what it uses, and the rest is divided evenly between the others, the
+remainder going to the oldest builds in turn (:data:`ROTATE_S`), so that
+time-mean shares come out even.  A peer is judged against the leanest
+split of the last seconds (the most builds, the least room), so that one
+held down a moment ago is not taken for light while it grows.  Every build computes the same split from the same process table, so
 they agree without talking.  A peer never costs this build more than
 treating its load as external would; a new one (:data:`YOUNG_S`) gets its
 share before it has had time to use it.
@@ -54,7 +56,7 @@ TOLERANCE = 0.5
 YOUNG_S = 2.0
 
 #: Seconds between turns of who gets the remainder of an uneven split.
-ROTATE_S = 7.5
+ROTATE_S = 10.0
 
 #: Below this ratio of an uneven split's shares, the remainder rotates.
 ROTATE_BELOW = 0.9
@@ -111,23 +113,28 @@ def share(
     own_key: tuple[float, int],
     time_s: float,
     lean_room: float | None = None,
+    lean_builds: int | None = None,
 ) -> Share:
     """Water-fill *room* between this build (which always wants more) and
-    *peers*: from the lightest up, a peer that uses a whole job less than
-    the level the rest would get keeps what it uses; the others split what
-    is left in whole jobs, the remainder going to the oldest (by *own_key*
-    and each peer's :attr:`~PeerBuild.key`), in turns when it matters.
+    *peers*: from the lightest up, a peer that leaves part of the level the
+    rest would get unused (:func:`light_margin`) keeps what it uses; the
+    others split what is left in whole jobs, the remainder going to the
+    oldest (by *own_key* and each peer's :attr:`~PeerBuild.key`), in turns
+    when it matters.
 
-    Peers are judged by the level of *lean_room*, the room of the last few
-    seconds' leanest moment: a peer that a load held down a moment ago has
-    not yet had the time to use more, and is not light."""
+    Peers are judged by the level of the last few seconds' leanest moment:
+    *lean_room*, the least room, shared by *lean_builds*, the most builds.
+    A peer that a load or another build held down a moment ago has not yet
+    had the time to use more, and is not light."""
     builds = len(peers) + 1
     light = sorted((p for p in peers if p.age_s >= YOUNG_S), key=lambda p: p.load)
     judged = room if lean_room is None else min(room, lean_room)
+    sharing = max(builds, lean_builds or 0)
     kept = 0.0
     keeping = 0
     for peer in light:
-        if peer.load > (judged - kept) / (builds - keeping) - 1:
+        level = (judged - kept) / (sharing - keeping)
+        if peer.load > level - light_margin(level):
             break
         kept += whole_jobs(peer.load)
         keeping += 1
@@ -139,6 +146,14 @@ def share(
     if extra and base / (base + 1) < ROTATE_BELOW:
         rank = (rank - int(time_s // ROTATE_S)) % len(keys)
     return Share(base + (rank < extra), builds)
+
+
+def light_margin(level: float) -> float:
+    """What a peer must leave unused of *level* to be light: a whole job,
+    or an eighth of a high level.  Builds see the room a job apart at times
+    (their looks differ), and a peer one job under an uneven split's level
+    is only at its part of it, not light."""
+    return max(1.0, level / 8)
 
 
 def whole_jobs(load: float) -> int:
@@ -168,6 +183,7 @@ def adaptive(metrics: Metrics, previous: int, settings: Settings) -> Decision:
             metrics.own_key,
             metrics.time_s,
             lean_room=room(long_calm),
+            lean_builds=metrics.builds_peak_long,
         )
 
     # Growth judges peers by their heaviest use of the last seconds: a dip
