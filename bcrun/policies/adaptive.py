@@ -76,7 +76,12 @@ WAITING_LIMIT = 4
 def count_for(jobs: int, metrics: Metrics) -> int:
     """The job count that makes *jobs* jobs' worth of runnable load, at
     what a job of this build costs; jobs that wait run at most as many as
-    the remote hosts' slots and the local share together."""
+    the remote hosts' slots and the local share together.  Before the cost
+    is known, a build with remote hosts runs that many at once (distcc's
+    own advice): a compile costs little locally, and a cost found higher
+    brings the count down at the next look."""
+    if metrics.job_cost is None and metrics.remote_slots:
+        return jobs + metrics.remote_slots
     cost = metrics.job_cost or 1.0
     count = math.floor(jobs / cost + 1e-9)
     if cost < 1:

@@ -687,6 +687,10 @@ def test_with_remote_hosts_the_count_is_their_slots_plus_the_local_room():
     # Linking: local jobs of a whole CPU each, the local room only.
     linking = replace(compiling, job_cost=1.0)
     assert adaptive(linking, 10, Settings(jobs=2)).jobs == 2
+    # The build's first looks, before a job's cost is known: the slots at
+    # once, not a ramp from the local room.
+    starting = replace(compiling, job_cost=None)
+    assert adaptive(starting, 2, Settings(jobs=2)).jobs == 10
 
 
 def test_a_job_s_cost_stays_on_its_step_through_noise():
