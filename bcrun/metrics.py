@@ -231,8 +231,17 @@ COST_RISING = 0.5
 
 
 #: Looks with jobs running before the cost is told: the first jobs of a
-#: build have just been forked.
+#: build have just been forked.  A cost above one job is told sooner:
+#: multithreaded jobs overload the machine while it waits.
 COST_LOOKS = 4
+COST_LOOKS_ABOVE_ONE = 2
+
+
+def told_cost(cost: float, looks: int) -> float | None:
+    """The job cost once enough looks have shown it, else None."""
+    if looks >= COST_LOOKS or (looks >= COST_LOOKS_ABOVE_ONE and cost > 1):
+        return cost
+    return None
 
 
 def cost_step(measured: float, current: float) -> float:
@@ -441,7 +450,7 @@ class Sampler:
             mem_limit_bytes=limit,
             mem_limit_source=limit_source,
             swap_pages_s=rates.swap_pages_s,
-            job_cost=self._cost if self._cost_looks >= COST_LOOKS else None,
+            job_cost=told_cost(self._cost, self._cost_looks),
             remote_slots=self.remote.slots if self.remote else None,
             remote_source=self.remote.source if self.remote else "",
             jobs=build.jobs,

@@ -3,6 +3,7 @@ jobs that sleep half their time, jobs of four busy threads; bcrun's
 adaptive policy against make at fixed counts, side by side in one run.
 
     python3 -m bench.jobcost [--scenarios distcc,sleeping,threads]
+                             [--keep-trace PATH]
 
 - distcc: two distccd servers on loopback (4 slots each) stand in for
   remote hosts, pinned to CPU 1; the build (bcrun or make, and the distcc
@@ -22,7 +23,8 @@ adaptive policy against make at fixed counts, side by side in one run.
 - threads: 24 jobs of 4 busy threads for 1.5 s, at a target of 8: bcrun
   adaptive against ``make -j8``; the same measure.
 
-About 3 minutes here.
+bcrun's traces are kept at --keep-trace, the scenario in the name.  About
+3 minutes here.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from bench.harness import (
     compile_c,
     exits_cleanly,
     fmt,
+    keep,
     read_text,
     run,
     say,
@@ -161,7 +164,9 @@ def in_flight(log: Path, since: float, until: float) -> float:
     return area / (until - since)
 
 
-def distcc_scenario(children: Children, tmp: Path, burn: Path) -> list[list[str]]:
+def distcc_scenario(
+    children: Children, tmp: Path, burn: Path, kept: Path
+) -> list[list[str]]:
     rows: list[list[str]] = []
     for name, argv in (
         ("bcrun --policy adaptive", ["--policy", "adaptive"]),
@@ -212,6 +217,8 @@ def distcc_scenario(children: Children, tmp: Path, burn: Path) -> list[list[str]
         first = min(float(t) for t, what in compiles if what == "start")
         flight = in_flight(log, first + 1.0, stopped)
         local = [n for t, n in samples if first + 1.0 <= t < last_compile]
+        if argv is not None:
+            keep(trace, work / "none.log", kept_as(kept, "distcc"))
         seen = read_trace(trace)
         follow = next(
             (t["time"] - stopped for t in seen if t["time"] > stopped
@@ -234,9 +241,14 @@ def distcc_scenario(children: Children, tmp: Path, burn: Path) -> list[list[str]
     return rows
 
 
+def kept_as(kept: Path, scenario: str) -> Path:
+    return kept.with_name(f"{kept.stem}-{scenario}{kept.suffix}")
+
+
 def load_scenario(
     children: Children,
     tmp: Path,
+    kept: Path,
     job: Path,
     kind: str,
     target: int,
@@ -267,6 +279,8 @@ def load_scenario(
             build = children.start(argv, env=env, stdout=subprocess.DEVNULL)
             status = build.wait(300)
         wall = time.monotonic() - start
+        if name.startswith("bcrun"):
+            keep(trace, work / "none.log", kept_as(kept, kind.replace(" ", "-")))
         samples = [n for t, n in sampler.stop()]
         # The middle of the build: its start and its tail are not steady.
         middle = samples[len(samples) // 5 : -len(samples) // 5]
@@ -289,6 +303,14 @@ def load_scenario(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenarios", default="distcc,sleeping,threads")
+    parser.add_argument(
+        "--keep-trace",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "bcrun-jobcost-trace.jsonl",
+        metavar="PATH",
+        help="where bcrun's traces are kept, the scenario in the name "
+        "(default %(default)s)",
+    )
     args = parser.parse_args()
     chosen = args.scenarios.split(",")
     with (
@@ -297,13 +319,12 @@ def main() -> int:
     ):
         tmp = Path(name)
         job = compile_c(JOB, tmp / "costjob", "-pthread")
-        burn = burner(tmp)
         if "distcc" in chosen:
             missing = [p for p in ("distcc", "distccd", "taskset") if not which(p)]
             if missing or len(os.sched_getaffinity(0)) < 2:
                 print(f"distcc: not run ({', '.join(missing) or 'one CPU'} missing)")
             else:
-                rows = distcc_scenario(children, tmp, burn)
+                rows = distcc_scenario(children, tmp, burner(tmp), args.keep_trace)
                 print(
                     table(
                         [
@@ -321,9 +342,13 @@ def main() -> int:
                 print()
         rows: list[list[str]] = []
         if "sleeping" in chosen:
-            rows += load_scenario(children, tmp, job, "sleeping", 4, 60, 1, 0.5)
+            rows += load_scenario(
+                children, tmp, args.keep_trace, job, "sleeping", 4, 60, 1, 0.5
+            )
         if "threads" in chosen:
-            rows += load_scenario(children, tmp, job, "4 threads", 8, 24, 4, 1.0)
+            rows += load_scenario(
+                children, tmp, args.keep_trace, job, "4 threads", 8, 24, 4, 1.0
+            )
         if rows:
             print(
                 table(

@@ -24,6 +24,7 @@ from bcrun.metrics import (
     Metrics,
     PeerBuild,
     cost_step,
+    told_cost,
 )
 from bcrun.policies import POLICIES, targets
 from bcrun.policies.adaptive import (
@@ -691,6 +692,14 @@ def test_with_remote_hosts_the_count_is_their_slots_plus_the_local_room():
     # once, not a ramp from the local room.
     starting = replace(compiling, job_cost=None)
     assert adaptive(starting, 2, Settings(jobs=2)).jobs == 10
+
+
+def test_a_cost_above_one_job_is_told_sooner_than_one_below():
+    """Jobs of 4 threads overload the machine while the count waits; jobs
+    that sleep only leave it idle a moment longer."""
+    assert [told_cost(4.0, looks) for looks in range(5)] == [None, None, 4, 4, 4]
+    assert [told_cost(0.5, looks) for looks in range(5)] == [None] * 4 + [0.5]
+    assert told_cost(1.0, 2) is None
 
 
 def test_a_job_s_cost_stays_on_its_step_through_noise():
