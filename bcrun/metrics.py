@@ -237,11 +237,36 @@ COST_LOOKS = 4
 COST_LOOKS_ABOVE_ONE = 2
 
 
-def told_cost(cost: float, looks: int) -> float | None:
-    """The job cost once enough looks have shown it, else None."""
-    if looks >= COST_LOOKS or (looks >= COST_LOOKS_ABOVE_ONE and cost > 1):
-        return cost
-    return None
+class JobCost:
+    """The runnable load one job of the build makes, followed look by look
+    on the COSTS ladder."""
+
+    def __init__(self) -> None:
+        self.cost = 1.0
+        self.looks = 0
+        self._tasks: float | None = None
+        self._jobs: float | None = None
+
+    def look(self, tasks: int, jobs: int) -> None:
+        """*tasks* runnable threads seen in *jobs* running jobs (jobs > 0)."""
+        higher = (
+            self._tasks is not None
+            and self._jobs is not None
+            and tasks / jobs > self._tasks / self._jobs
+        )
+        smoothing = COST_RISING if higher else COST_SMOOTHING
+        self._tasks = _smooth(self._tasks, tasks, smoothing)
+        self._jobs = _smooth(self._jobs, jobs, smoothing)
+        self.cost = cost_step(max(self._tasks / self._jobs, COSTS[0]), self.cost)
+        self.looks += 1
+
+    def told(self) -> float | None:
+        """The cost once enough looks have shown it, else None."""
+        if self.looks >= COST_LOOKS or (
+            self.looks >= COST_LOOKS_ABOVE_ONE and self.cost > 1
+        ):
+            return self.cost
+        return None
 
 
 def cost_step(measured: float, current: float) -> float:
@@ -317,11 +342,8 @@ class Sampler:
         #: Each peer's CPU seconds and runnable tasks at the last look, and
         #: its recent loads.
         self._peers: dict[int, tuple[float, int, Window, Window]] = {}
-        #: Smoothed runnable tasks of the jobs and jobs running; the cost.
-        self._job_tasks: float | None = None
-        self._job_count: float | None = None
-        self._cost = 1.0
-        self._cost_looks = 0
+        #: What a job of the build costs.
+        self._cost = JobCost()
         #: Peak memory of each running job, and of the last finished ones.
         self._job_peaks: dict[int, int] = {}
         self._finished_peaks: deque[int] = deque(maxlen=JOB_HISTORY)
@@ -450,7 +472,7 @@ class Sampler:
             mem_limit_bytes=limit,
             mem_limit_source=limit_source,
             swap_pages_s=rates.swap_pages_s,
-            job_cost=told_cost(self._cost, self._cost_looks),
+            job_cost=self._cost.told(),
             remote_slots=self.remote.slots if self.remote else None,
             remote_source=self.remote.source if self.remote else "",
             jobs=build.jobs,
@@ -479,17 +501,7 @@ class Sampler:
                     tasks += proc.runnable_threads(pid) or 0
                 else:
                     tasks += process.state == "R"
-        rising = (
-            self._job_tasks is not None
-            and self._job_count
-            and tasks / len(jobs) > self._job_tasks / self._job_count
-        )
-        smoothing = COST_RISING if rising else COST_SMOOTHING
-        self._job_tasks = _smooth(self._job_tasks, tasks, smoothing)
-        self._job_count = _smooth(self._job_count, len(jobs), smoothing)
-        measured = max(self._job_tasks / self._job_count, COSTS[0])
-        self._cost = cost_step(measured, self._cost)
-        self._cost_looks += 1
+        self._cost.look(tasks, len(jobs))
 
     def _peer_builds(
         self,
