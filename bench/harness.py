@@ -217,10 +217,27 @@ def trace_ticks(path: Path, *keys: str) -> list[tuple[float, ...]]:
     return ticks
 
 
-def keep(trace: Path, log: Path, where: Path) -> None:
-    """Copy a run's trace to *where* and its bcrun -v output beside it."""
+def keep(trace: Path, log: Path | None, where: Path) -> None:
+    """Copy a run's trace to *where* and its bcrun -v output (if any) beside it."""
     where.write_text(trace.read_text() if trace.exists() else "")
-    where.with_suffix(".log").write_text(log.read_text() if log.exists() else "")
+    output = log.read_text() if log is not None and log.exists() else ""
+    where.with_suffix(".log").write_text(output)
+
+
+def kept_as(path: Path, tag: str) -> Path:
+    """*path* with ``-TAG`` before its suffix: one kept trace of several."""
+    return path.with_name(f"{path.stem}-{tag}{path.suffix}")
+
+
+def add_keep_trace(parser: argparse.ArgumentParser, trace_name: str) -> None:
+    parser.add_argument(
+        "--keep-trace",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / trace_name,
+        metavar="PATH",
+        help="where bcrun's traces are kept, its -v output beside each as "
+        ".log (default %(default)s)",
+    )
 
 
 def arguments(doc: str | None, trace_name: str) -> argparse.ArgumentParser:
@@ -232,14 +249,7 @@ def arguments(doc: str | None, trace_name: str) -> argparse.ArgumentParser:
         epilog=rest,
     )
     parser.add_argument("--runs", type=int, default=3, help="runs (default 3)")
-    parser.add_argument(
-        "--keep-trace",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / trace_name,
-        metavar="PATH",
-        help="where a bcrun trace of the last run is kept, its -v output "
-        "beside it as .log (default %(default)s)",
-    )
+    add_keep_trace(parser, trace_name)
     return parser
 
 

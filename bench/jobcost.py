@@ -46,10 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import (
     Children,
     Sampler,
+    add_keep_trace,
     compile_c,
     exits_cleanly,
     fmt,
     keep,
+    kept_as,
     read_text,
     run,
     say,
@@ -218,7 +220,7 @@ def distcc_scenario(
         flight = in_flight(log, first + 1.0, stopped)
         local = [n for t, n in samples if first + 1.0 <= t < last_compile]
         if argv is not None:
-            keep(trace, work / "none.log", kept_as(kept, "distcc"))
+            keep(trace, None, kept_as(kept, "distcc"))
         seen = read_trace(trace)
         follow = next(
             (t["time"] - stopped for t in seen if t["time"] > stopped
@@ -239,10 +241,6 @@ def distcc_scenario(
         )
         say(f"distcc, {name}: {rows[-1]}")
     return rows
-
-
-def kept_as(kept: Path, scenario: str) -> Path:
-    return kept.with_name(f"{kept.stem}-{scenario}{kept.suffix}")
 
 
 def load_scenario(
@@ -280,7 +278,7 @@ def load_scenario(
             status = build.wait(300)
         wall = time.monotonic() - start
         if name.startswith("bcrun"):
-            keep(trace, work / "none.log", kept_as(kept, kind.replace(" ", "-")))
+            keep(trace, None, kept_as(kept, kind.replace(" ", "-")))
         samples = [n for t, n in sampler.stop()]
         # The middle of the build: its start and its tail are not steady.
         middle = samples[len(samples) // 5 : -len(samples) // 5]
@@ -303,14 +301,7 @@ def load_scenario(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenarios", default="distcc,sleeping,threads")
-    parser.add_argument(
-        "--keep-trace",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / "bcrun-jobcost-trace.jsonl",
-        metavar="PATH",
-        help="where bcrun's traces are kept, the scenario in the name "
-        "(default %(default)s)",
-    )
+    add_keep_trace(parser, "bcrun-jobcost-trace.jsonl")
     args = parser.parse_args()
     chosen = args.scenarios.split(",")
     with (

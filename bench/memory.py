@@ -64,6 +64,7 @@ from bench.harness import (  # noqa: E402
     exits_cleanly,
     fmt,
     keep,
+    kept_as,
     median_of,
     new_cgroup,
     read_text,
@@ -340,9 +341,7 @@ def main() -> int:
 
 def keep_path(path: Path, variant: Variant) -> Path:
     """Where *variant*'s trace is kept: *path*, NAME-freeze for --freeze."""
-    if "--freeze" in variant.argv:
-        return path.with_name(f"{path.stem}-freeze{path.suffix}")
-    return path
+    return kept_as(path, "freeze") if "--freeze" in variant.argv else path
 
 
 def report(args: argparse.Namespace, results: dict[str, list[Outcome]]) -> None:

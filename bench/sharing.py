@@ -107,6 +107,7 @@ from bench.harness import (  # noqa: E402
     exits_cleanly,
     fmt,
     keep,
+    kept_as,
     median_of,
     quota_table,
     run,
@@ -666,10 +667,7 @@ def main() -> int:
                     )
                     if variant.bcrun and turn == args.runs - 1:
                         for i, build in enumerate(builds):
-                            where = args.keep_trace.with_name(
-                                f"{args.keep_trace.stem}-{scenario.slug}-{i + 1}"
-                                f"{args.keep_trace.suffix}"
-                            )
+                            where = kept_as(args.keep_trace, f"{scenario.slug}-{i + 1}")
                             keep(build.trace, build.stderr, where)
                     time.sleep(SETTLE_S)
             hand = [v.name for v in todo if v.hand_split]
