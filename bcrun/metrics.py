@@ -27,14 +27,7 @@ from bcrun.buildtree import (
 )
 from bcrun.errors import MetricsError
 from bcrun.remote import Remote
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+from bcrun.startcount import usable_cpus
 
 
 def own_cpus() -> frozenset[int] | None:
@@ -44,18 +37,6 @@ def own_cpus() -> frozenset[int] | None:
     except (AttributeError, OSError):
         return None
     return mine if len(mine) < (os.cpu_count() or 0) else None
-
-
-def cpu_capacity() -> cgroup.CpuLimit:
-    """The CPUs this process may really use, and where that comes from: its
-    affinity, or a tighter cpuset or CPU quota of its cgroups."""
-    return cgroup.read_cpu_limit(cgroup.own_cgroups(), usable_cpus())
-
-
-def default_jobs(capacity: cgroup.CpuLimit) -> int:
-    """The count to run at when none is given: the whole CPUs of
-    *capacity*, at least 1 (a job above a quota is only throttled)."""
-    return max(1, int(capacity.cpus + 1e-9))
 
 
 @dataclass(frozen=True)

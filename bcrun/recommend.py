@@ -18,10 +18,10 @@ import re
 import shlex
 from collections.abc import Mapping
 
-from bcrun.metrics import Metrics, cpu_capacity, default_jobs
+from bcrun.metrics import Metrics
 from bcrun.policies.memory import memory
 from bcrun.settings import Settings
-from bcrun.startcount import memory_now
+from bcrun.startcount import cpu_capacity, default_jobs, memory_now
 from bcrun.units import Size
 
 

@@ -44,8 +44,7 @@ DEFAULT_RESERVE_MAX = 4 << 30
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1: as
-    bcrun.metrics.usable_cpus()."""
+    """CPUs this process may run on (its affinity mask), at least 1."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -59,14 +58,15 @@ def _own_cgroups() -> Cgroups:
 
 
 def cpu_capacity() -> CpuLimit:
-    """The CPUs this process may really use: as bcrun.metrics.cpu_capacity(),
-    which the sampler reads from the first tick on."""
+    """The CPUs this process may really use, and where that comes from: its
+    affinity, or a tighter cpuset or CPU quota of its cgroups (what the
+    sampler reads from the first tick on)."""
     return read_cpu_limit(_own_cgroups(), usable_cpus())
 
 
 def default_jobs(capacity: CpuLimit) -> int:
-    """The whole CPUs of *capacity*, at least 1: as
-    bcrun.metrics.default_jobs()."""
+    """The count to run at when none is given: the whole CPUs of
+    *capacity*, at least 1 (a job above a quota is only throttled)."""
     return max(1, int(capacity.cpus + 1e-9))
 
 

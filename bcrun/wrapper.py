@@ -33,8 +33,6 @@ from bcrun.metrics import (
     JobserverUse,
     Metrics,
     Sampler,
-    cpu_capacity,
-    default_jobs,
     jobserver_use,
 )
 from bcrun.policies import POLICIES, Policy, targets
@@ -45,6 +43,7 @@ from bcrun.remote import engine_of, read_remote
 from bcrun.server import Build, Hub, describe_connections
 from bcrun.settings import Settings
 from bcrun.start import RunRequest, Started
+from bcrun.startcount import cpu_capacity, default_jobs
 
 #: Seconds between two checks for jobserver tokens lost with a killed client.
 TOKEN_CHECK_S = 0.5

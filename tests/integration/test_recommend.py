@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
-from bcrun.metrics import cpu_capacity, default_jobs
 from bcrun.recommend import recommend
+from bcrun.startcount import cpu_capacity, default_jobs
 from tests.helpers import Bcrun, cpu_quota_cgroup
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bcrun import metrics, startcount
+from bcrun import cgroup, metrics, startcount
 from bcrun.metrics import Metrics
 from bcrun.policies.memory import memory
 from bcrun.policies.presence import active_jobs
@@ -26,13 +26,15 @@ GIB = 1 << 30
 
 
 def test_the_cpus_are_the_samplers():
-    assert startcount.usable_cpus() == metrics.usable_cpus()
-    assert startcount.cpu_capacity() == metrics.cpu_capacity()
-    capacity = metrics.cpu_capacity()
-    assert startcount.default_jobs(capacity) == metrics.default_jobs(capacity)
-    for cpus in (0.5, 1.0, 1.5, 2.0, 7.999999999, 64.0):
-        limit = capacity._replace(cpus=cpus)
-        assert startcount.default_jobs(limit) == metrics.default_jobs(limit)
+    """One definition, shared with the sampler: what it reads each tick."""
+    assert metrics.usable_cpus is startcount.usable_cpus
+    sampled = cgroup.read_cpu_limit(cgroup.own_cgroups(), metrics.usable_cpus())
+    assert startcount.cpu_capacity() == sampled
+    counts = {
+        cpus: startcount.default_jobs(sampled._replace(cpus=cpus))
+        for cpus in (0.5, 1.0, 1.5, 2.0, 7.999999999, 64.0)
+    }
+    assert counts == {0.5: 1, 1.0: 1, 1.5: 1, 2.0: 2, 7.999999999: 8, 64.0: 64}
 
 
 @given(
