@@ -178,8 +178,10 @@ SMOOTHING = 0.5
 
 #: Seconds a process must be seen runnable, at every look, to be load; and
 #: an interval of CPU time (slower to tell: it sees threads the scan cannot).
-#: A burst shorter than these (0.3 s every 2 s) is never load.
-SCAN_PERSIST_S = 0.5
+#: A burst shorter than these (0.3 s every 2 s) is never load.  A load seen
+#: at one look only is looked at again this long after (:attr:`Sampler.
+#: unconfirmed`), not a whole tick: the count drops within 1 s of a load.
+SCAN_PERSIST_S = 0.4
 CPU_PERSIST_S = 1.0
 
 #: Seconds over which the external load's peak is kept: growth waits until
@@ -325,6 +327,9 @@ class Sampler:
         self._peers: dict[int, tuple[float, int, Window, Window]] = {}
         #: What a job of the build costs.
         self._cost = JobCost()
+        #: Whether the last look saw runnable tasks the looks before it did
+        #: not: a load that the next look, SCAN_PERSIST_S later, confirms.
+        self.unconfirmed = False
         #: Peak memory of each running job, and of the last finished ones.
         self._job_peaks: dict[int, int] = {}
         self._finished_peaks: deque[int] = deque(maxlen=JOB_HISTORY)
@@ -389,6 +394,7 @@ class Sampler:
         runnable = others + build.runnable
         self._scanned.add(now, others)
         external = self._scanned.lowest()
+        self.unconfirmed = others >= external + 1
         if rates.cpu_busy is not None and rates.build_cpu is not None:
             # CPU time catches what the scan cannot see (busy threads of a
             # sleeping main thread) and what ran between two looks.

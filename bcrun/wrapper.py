@@ -30,6 +30,7 @@ from bcrun.guardian import Guardian
 from bcrun.jobserver import JobserverPool
 from bcrun.launcher import ExitStatus, Process, SignalRelay, wait_exit
 from bcrun.metrics import (
+    SCAN_PERSIST_S,
     JobserverUse,
     Metrics,
     Sampler,
@@ -217,8 +218,17 @@ class Wrapper:
         return ",".join(policy.name for policy in self.governor.policies)
 
     async def tick(self) -> None:
+        """Look every tick from one look's start to the next's, so that a
+        slow look (a loaded machine) does not stretch the beat; and sooner
+        after a look that saw a new load, which the next one confirms."""
+        loop = asyncio.get_running_loop()
+        tick_s = self.governor.settings.tick_s
+        start = loop.time()
         while True:
-            await asyncio.sleep(self.governor.settings.tick_s)
+            wait = min(tick_s, SCAN_PERSIST_S) if self.sampler.unconfirmed else tick_s
+            # A look longer than the tick still leaves the loop some time.
+            await asyncio.sleep(max(start + wait - loop.time(), wait / 4))
+            start = loop.time()
             self.update()
 
     async def watch_remote(self, engine: str, env: dict[str, str]) -> None:

@@ -5,9 +5,11 @@ test, and bcrun's own trace of what it decided."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bcrun.metrics import PEAK_WINDOW_S
+from bcrun.metrics import PEAK_WINDOW_S, SCAN_PERSIST_S
 from bcrun.priority import autogroup_nice
 from tests.helpers import Bcrun, read_trace, wait_until
 from tests.tools.jobs import make_project
@@ -83,6 +85,42 @@ def test_adaptive_gives_way_to_a_competing_load_and_takes_the_machine_back(
     assert max(during) <= 1, "no flapping back up while the load lasts"
     assert "adaptive: external load" in down["reason"]
     assert "-> 1 jobs: adaptive: external load" in stderr
+
+
+def test_looks_keep_their_beat_and_a_new_load_is_looked_at_again_sooner(
+    bcrun: Bcrun, tmp_path: Path
+) -> None:
+    """A look every 0.5 s from one's start to the next (a slow look does not
+    stretch the beat); a look that sees a new load is followed by one
+    SCAN_PERSIST_S later, which confirms it: the count drops within 1 s."""
+    project = tmp_path / "p"
+    bcrun.env["JOBLOG"] = str(make_project(project, jobs=300, seconds=0.5).path)
+    trace = tmp_path / "trace.jsonl"
+    build = bcrun.start(
+        "--policy", "adaptive", "--load", "3", "--trace", str(trace),
+        "make", "-j3", "-C", str(project),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    wait_until(lambda: len(read_trace(trace)) >= 8, 10, "eight looks")
+    with burners(3) as started:
+        wait_until(
+            lambda: first_tick(trace, started, lambda t: t["jobs"] == 1),
+            5,
+            "the cap to drop",
+        )
+    _, stderr = build.communicate(timeout=60)
+    assert build.returncode == 0, stderr
+    ticks = read_trace(trace)
+    seen = next(
+        i
+        for i, t in enumerate(ticks)
+        if t["time"] >= started and t["external_load"] >= 1
+    )
+    gaps = [b["elapsed_s"] - a["elapsed_s"] for a, b in itertools.pairwise(ticks)]
+    calm = [gap for gap, t in zip(gaps, ticks[1:], strict=True) if t["time"] < started]
+    assert 0.45 <= statistics.median(calm) <= 0.56, calm
+    assert gaps[seen - 1] <= SCAN_PERSIST_S + 0.07, gaps[seen - 3 : seen + 1]
+    assert ticks[seen]["time"] - started < 1.0
 
 
 def test_memory_backs_off_while_another_process_holds_memory(
