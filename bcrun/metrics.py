@@ -7,7 +7,6 @@ of a :class:`Metrics` and can be tested with recorded values.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from bcrun.buildtree import (
     tools_under,
 )
 from bcrun.errors import MetricsError
+from bcrun.jobcost import JobCost, RunnableTime, smooth
 from bcrun.remote import Remote
 from bcrun.startcount import usable_cpus
 
@@ -201,73 +201,6 @@ CGROUPS_S = 5.0
 #: Finished jobs whose peak memory is remembered.
 JOB_HISTORY = 64
 
-#: The steps a job's cost may take: a change of step needs the measured
-#: cost a tenth past the midpoint to the next, so noise does not move it.
-COSTS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
-COST_MARGIN = 1.1
-
-#: Weight of the newest look in the job cost's mean: some 1.5 s of memory
-#: as it falls, and one look as it rises (jobs costing more than thought
-#: overload the machine: a link phase after distributed compiles).
-COST_SMOOTHING = 0.3
-COST_RISING = 0.5
-
-
-#: Looks with jobs running before the cost is told: the first jobs of a
-#: build have just been forked.  A cost above one job is told sooner:
-#: multithreaded jobs overload the machine while it waits.
-COST_LOOKS = 4
-COST_LOOKS_ABOVE_ONE = 2
-
-
-class JobCost:
-    """The runnable load one job of the build makes, followed look by look
-    on the COSTS ladder."""
-
-    def __init__(self) -> None:
-        self.cost = 1.0
-        self.looks = 0
-        self._tasks: float | None = None
-        self._jobs: float | None = None
-
-    def look(self, tasks: int, jobs: int) -> None:
-        """*tasks* runnable threads seen in *jobs* running jobs (jobs > 0)."""
-        higher = (
-            self._tasks is not None
-            and self._jobs is not None
-            and tasks / jobs > self._tasks / self._jobs
-        )
-        smoothing = COST_RISING if higher else COST_SMOOTHING
-        self._tasks = _smooth(self._tasks, tasks, smoothing)
-        self._jobs = _smooth(self._jobs, jobs, smoothing)
-        self.cost = cost_step(max(self._tasks / self._jobs, COSTS[0]), self.cost)
-        self.looks += 1
-
-    def told(self) -> float | None:
-        """The cost once enough looks have shown it, else None."""
-        if self.looks >= COST_LOOKS or (
-            self.looks >= COST_LOOKS_ABOVE_ONE and self.cost > 1
-        ):
-            return self.cost
-        return None
-
-
-def cost_step(measured: float, current: float) -> float:
-    """*measured* on the COSTS ladder, staying on *current* unless past the
-    midpoint to a neighbour by COST_MARGIN."""
-    index = COSTS.index(current)
-    while (
-        index + 1 < len(COSTS)
-        and measured > math.sqrt(COSTS[index] * COSTS[index + 1]) * COST_MARGIN
-    ):
-        index += 1
-    while (
-        index > 0
-        and measured < math.sqrt(COSTS[index] * COSTS[index - 1]) / COST_MARGIN
-    ):
-        index -= 1
-    return COSTS[index]
-
 
 class Window:
     """The values of the last *span_s* seconds of samples (and the one
@@ -327,6 +260,8 @@ class Sampler:
         self._peers: dict[int, tuple[float, int, Window, Window]] = {}
         #: What a job of the build costs.
         self._cost = JobCost()
+        self._runnable_time = RunnableTime()
+        self._schedstat = proc.read_runnable_s(os.getpid()) is not None
         #: Whether the last look saw runnable tasks the looks before it did
         #: not: a load that the next look, SCAN_PERSIST_S later, confirms.
         self.unconfirmed = False
@@ -406,7 +341,7 @@ class Sampler:
             )
             self._busy.add(now, max(busy, 0.0))
             external = max(external, self._busy.lowest())
-        self._runnable = _smooth(self._runnable, runnable)
+        self._runnable = smooth(self._runnable, runnable, SMOOTHING)
         self._measure_cost(processes, build.jobs)
         throttled = throttled_peak = None
         if rates.quota_throttled is not None:
@@ -474,10 +409,17 @@ class Sampler:
     def _measure_cost(
         self, processes: dict[int, proc.ProcStat], jobs: tuple[Job, ...]
     ) -> None:
-        """Follow the runnable load one job makes: every runnable thread of
-        the jobs' processes, over the jobs running."""
+        """Follow the runnable load one job makes: the jobs' runnable time
+        since the last look over the time they ran; without the kernel's
+        count of it, the jobs' runnable threads now over the jobs."""
         if not jobs:
             return  # a serial step of the tool itself: nothing to learn
+        if self._schedstat:
+            boot_now = time.clock_gettime(time.CLOCK_BOOTTIME)
+            measured = self._runnable_time.look(boot_now, jobs, processes)
+            if measured is not None:
+                self._cost.look(*measured)
+            return
         tasks = 0
         for job in jobs:
             for pid in job.pids:
@@ -536,14 +478,6 @@ class Sampler:
         for pid, rss in running.items():
             self._job_peaks[pid] = max(self._job_peaks.get(pid, 0), rss)
         return max(self._finished_peaks) if self._finished_peaks else None
-
-
-def _smooth(
-    previous: float | None, value: float, smoothing: float = SMOOTHING
-) -> float:
-    if previous is None:
-        return value
-    return previous + smoothing * (value - previous)
 
 
 def _own_cpu_s() -> float:

@@ -218,6 +218,8 @@ class ProcStat(NamedTuple):
     threads: int = 1
     #: The CPU it last ran on.
     processor: int = -1
+    #: The part of cpu_s that its children it has waited for took.
+    children_cpu_s: float = 0.0
 
 
 def parse_stat(text: str) -> ProcStat:
@@ -226,7 +228,8 @@ def parse_stat(text: str) -> ProcStat:
     name, _, rest = rest.rpartition(") ")
     fields = rest.split()
     # fields[0] is field 3 of proc(5): state.
-    ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    children = int(fields[13]) + int(fields[14])  # cutime cstime
+    ticks = int(fields[11]) + int(fields[12]) + children  # and utime stime
     return ProcStat(
         pid=int(pid),
         ppid=int(fields[1]),
@@ -237,6 +240,7 @@ def parse_stat(text: str) -> ProcStat:
         rss_bytes=int(fields[21]) * PAGE_SIZE,
         threads=int(fields[17]),
         processor=int(fields[36]) if len(fields) > 36 else -1,
+        children_cpu_s=children / CLOCK_TICKS,
     )
 
 
@@ -262,6 +266,35 @@ def runnable_threads(pid: int) -> int | None:
         if stat is not None and stat.rpartition(") ")[2][:1] == "R":
             runnable += 1
     return runnable
+
+
+def read_runnable_s(pid: int, threads: int = 1) -> float | None:
+    """Seconds the threads of *pid* alive now have been runnable: on a CPU
+    or waiting for one (/proc/PID/schedstat: nanoseconds on a CPU, waiting,
+    then timeslices; the main thread's only, so each thread's when there
+    are more).  None if it is gone, or the kernel keeps no such count."""
+    paths = [f"/proc/{pid}/schedstat"]
+    if threads > 1:
+        try:
+            paths = [
+                f"/proc/{pid}/task/{tid}/schedstat"
+                for tid in os.listdir(f"/proc/{pid}/task")
+            ]
+        except OSError:
+            return None
+    total = 0
+    for path in paths:
+        text = read_text(path)
+        if text is None:
+            if threads > 1:
+                continue  # a thread that ended while we looked
+            return None
+        fields = text.split()
+        try:
+            total += int(fields[0]) + int(fields[1])
+        except (IndexError, ValueError):
+            return None
+    return total / 1e9
 
 
 def name_self(name: str) -> None:

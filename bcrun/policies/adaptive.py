@@ -21,8 +21,8 @@ treating its load as external would; a new one (:data:`YOUNG_S`) gets its
 share before it has had time to use it.
 
 Calm and fast: the count drops at once when the room calls for it (the
-sampler shows a load only once it has lasted two looks, so a short burst is
-never seen), and grows by two jobs or more as soon as the room has been
+sampler shows a load only once it has lasted two looks SCAN_PERSIST_S
+apart, so a short burst is never seen), and grows by two jobs or more as soon as the room has been
 there for the last look too (:attr:`Metrics.external_load_peak`): a load
 that ended, a peer that finished or went down to a serial step; so does any
 growth a load ending (a fall of LOAD_ENDED from the last seconds' peak)

@@ -21,10 +21,8 @@ from bcrun.metrics import (
     LONG_WINDOW_S,
     PEAK_WINDOW_S,
     PEER_WINDOW_S,
-    JobCost,
     Metrics,
     PeerBuild,
-    cost_step,
 )
 from bcrun.policies import POLICIES, targets
 from bcrun.policies.adaptive import (
@@ -692,49 +690,6 @@ def test_with_remote_hosts_the_count_is_their_slots_plus_the_local_room():
     # once, not a ramp from the local room.
     starting = replace(compiling, job_cost=None)
     assert adaptive(starting, 2, Settings(jobs=2)).jobs == 10
-
-
-def followed(looks: Sequence[tuple[int, int]]) -> list[float | None]:
-    """The told cost after each (runnable tasks, jobs) look."""
-    cost = JobCost()
-    told = []
-    for tasks, jobs in looks:
-        cost.look(tasks, jobs)
-        told.append(cost.told())
-    return told
-
-
-def test_a_cost_above_one_job_is_told_sooner_than_one_below():
-    """Jobs of 4 threads overload the machine while the count waits; jobs
-    that sleep only leave it idle a moment longer."""
-    assert followed([(8, 2)] * 5) == [None, 4.0, 4.0, 4.0, 4.0]
-    assert followed([(1, 2)] * 5) == [None] * 3 + [0.5, 0.5]
-    assert followed([(2, 2)] * 3) == [None] * 3
-
-
-def test_a_link_phase_after_remote_compiles_is_followed_within_five_looks():
-    """A rise is weighed at once (and the ladder's margin keeps it from
-    the last step for a few looks): 8 waiting compiles, then links."""
-    told = followed([(1, 8)] * 20 + [(6, 6)] * 5)
-    assert told[19] == 0.125
-    assert told[20] >= 0.5
-    assert told[-1] == 1.0
-
-
-def test_a_job_s_cost_stays_on_its_step_through_noise():
-    assert cost_step(1.05, 1.0) == 1.0
-    assert cost_step(0.88, 1.0) == 1.0  # the midpoint to 3/4 is 0.87
-    assert cost_step(0.78, 1.0) == 0.75
-    assert cost_step(0.3, 1.0) == 0.25
-    assert cost_step(3.9, 1.0) == 4.0
-    assert cost_step(0.8, 0.75) == 0.75  # and back only past the margin
-    noise = random.Random(7)
-    step = 1.0
-    steps = set()
-    for _ in range(1000):
-        step = cost_step(noise.uniform(0.9, 1.15), step)
-        steps.add(step)
-    assert steps == {1.0}
 
 
 def test_growth_of_one_job_is_made_at_once_when_a_load_has_ended():

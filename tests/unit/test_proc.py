@@ -52,7 +52,16 @@ def test_stat_line_with_a_name_holding_spaces_and_parentheses():
     text = "42 (cc1 (x) y) " + " ".join(fields)
     stat = proc.parse_stat(text)
     assert stat == ProcStat(
-        42, 1, "cc1 (x) y", "S", 3.0, 7.0, 25 * PAGE, threads=3, processor=0
+        42,
+        1,
+        "cc1 (x) y",
+        "S",
+        3.0,
+        7.0,
+        25 * PAGE,
+        threads=3,
+        processor=0,
+        children_cpu_s=1.0,
     )
 
 

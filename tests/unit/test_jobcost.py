@@ -1,0 +1,185 @@
+"""What one job of the build costs: the ladder and its mean on recorded
+looks, and the runnable time of real processes that work and sleep in turns."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from bcrun import proc
+from bcrun.buildtree import Job
+from bcrun.jobcost import JobCost, RunnableTime, cost_step
+
+
+def followed(looks: Sequence[tuple[int, int]]) -> list[float | None]:
+    """The told cost after each (runnable tasks, jobs) look."""
+    cost = JobCost()
+    told = []
+    for tasks, jobs in looks:
+        cost.look(tasks, jobs)
+        told.append(cost.told())
+    return told
+
+
+def test_a_cost_above_one_job_is_told_sooner_than_one_below():
+    """Jobs of 4 threads overload the machine while the count waits; jobs
+    that sleep only leave it idle a moment longer."""
+    assert followed([(8, 2)] * 5) == [None, 4.0, 4.0, 4.0, 4.0]
+    assert followed([(1, 2)] * 5) == [None] * 3 + [0.5, 0.5]
+    assert followed([(2, 2)] * 3) == [None] * 3
+
+
+def test_a_link_phase_after_remote_compiles_is_followed_within_five_looks():
+    """A rise is weighed at once (and the ladder's margin keeps it from
+    the last step for a few looks): 8 waiting compiles, then links."""
+    told = followed([(1, 8)] * 20 + [(6, 6)] * 5)
+    assert told[19] == 0.125
+    assert told[20] >= 0.5
+    assert told[-1] == 1.0
+
+
+def test_a_job_s_cost_stays_on_its_step_through_noise():
+    assert cost_step(1.05, 1.0) == 1.0
+    assert cost_step(0.88, 1.0) == 1.0  # the midpoint to 3/4 is 0.87
+    assert cost_step(0.78, 1.0) == 0.75
+    assert cost_step(0.3, 1.0) == 0.25
+    assert cost_step(3.9, 1.0) == 4.0
+    assert cost_step(0.8, 0.75) == 0.75  # and back only past the margin
+    noise = random.Random(7)
+    step = 1.0
+    steps = set()
+    for _ in range(1000):
+        step = cost_step(noise.uniform(0.9, 1.15), step)
+        steps.add(step)
+    assert steps == {1.0}
+
+
+#: argv[1]: an absolute time.monotonic() to start at; then busy for the first
+#: half of every 100 ms and asleep for the rest, until 30 s have passed.
+IN_STEP = """
+import sys, time
+start = float(sys.argv[1])
+time.sleep(max(start - time.monotonic(), 0))
+while time.monotonic() < start + 30:
+    phase = (time.monotonic() - start) % 0.1
+    if phase < 0.05:
+        continue
+    time.sleep(0.1 - phase)
+"""
+
+
+def jobs_of(pids: Sequence[int]) -> tuple[tuple[Job, ...], dict[int, proc.ProcStat]]:
+    processes = proc.read_processes()
+    jobs = tuple(
+        Job(pid, processes[pid].start_s, (pid,), 0, processes[pid].state == "R")
+        for pid in pids
+        if pid in processes
+    )
+    return jobs, processes
+
+
+def test_jobs_that_work_half_their_time_in_step_with_the_looks_cost_half():
+    """Four jobs busy for the first 50 ms of every 100 ms, looked at every
+    0.5 s at 20 ms into a period: each look sees them all running, the
+    runnable time between looks shows half of it."""
+    start = time.monotonic() + 0.5
+    children = [
+        subprocess.Popen([sys.executable, "-c", IN_STEP, str(start)]) for _ in range(4)
+    ]
+    try:
+        pids = [child.pid for child in children]
+        measured, seen_running = [], []
+        runnable = RunnableTime()
+        for look in range(8):
+            time.sleep(max(start + 0.5 + 0.5 * look + 0.02 - time.monotonic(), 0))
+            boot_now = time.clock_gettime(time.CLOCK_BOOTTIME)
+            jobs, processes = jobs_of(pids)
+            seen_running.append(sum(job.runnable for job in jobs))
+            mean = runnable.look(boot_now, jobs, processes)
+            if mean is not None:
+                measured.append(mean[0] / mean[1])
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert len(measured) == 7
+    # A look at a moment: nearly all four running each time.
+    assert sum(seen_running) / len(seen_running) >= 3
+    # Half, and more on a busy machine: a job woken to work waits for a CPU.
+    assert 0.35 <= sum(measured) / len(measured) <= 0.8, measured
+
+
+def test_a_job_born_between_two_looks_counts_for_the_time_it_lived():
+    busy = "import time\nwhile True: pass\n"
+    runnable = RunnableTime()
+    assert runnable.look(time.clock_gettime(time.CLOCK_BOOTTIME), (), {}) is None
+    time.sleep(0.3)
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        time.sleep(0.3)
+        jobs, processes = jobs_of([child.pid])
+        tasks, jobs_seen = runnable.look(
+            time.clock_gettime(time.CLOCK_BOOTTIME), jobs, processes
+        ) or (0.0, 0.0)
+    finally:
+        child.kill()
+        child.wait()
+    # Half of the interval, runnable all along: half a job, half a task.
+    assert 0.3 <= jobs_seen <= 0.7
+    assert 0.8 <= tasks / jobs_seen <= 1.2
+
+
+def test_a_child_reaped_between_two_looks_is_not_counted_twice():
+    """A compiler driver's cc1: busy for 0.7 s, then reaped by the job's
+    shell, whose count takes its CPU time; the job's runnable time, over
+    looks every 0.2 s, is the child's, with no spike at the reaping."""
+    busy = (
+        "import time\nend = time.monotonic() + 0.7\nwhile time.monotonic() < end: pass"
+    )
+    child = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{busy}'; sleep 5"])
+    runnable = RunnableTime()
+    looks: list[float] = []  # runnable threads, mean over each interval
+    total = 0.0
+    before = None
+    try:
+        for _ in range(10):
+            processes = proc.read_processes()
+            kids = [p for p in processes if processes[p].ppid == child.pid]
+            job = Job(child.pid, processes[child.pid].start_s, (child.pid, *kids), 0, 0)
+            boot_now = time.clock_gettime(time.CLOCK_BOOTTIME)
+            mean = runnable.look(boot_now, (job,), processes)
+            if mean is not None and before is not None:
+                looks.append(mean[0])
+                total += mean[0] * (boot_now - before)
+            before = boot_now
+            time.sleep(0.2)
+    finally:
+        child.kill()
+        child.wait()
+    assert len(looks) >= 8
+    assert 0.45 <= total <= 1.0, looks
+    assert max(looks) <= 1.3, looks
+
+
+def test_runnable_time_of_a_busy_and_a_sleeping_process():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    asleep = subprocess.Popen(["sleep", "30"])
+    try:
+        time.sleep(0.2)
+        start = time.monotonic()
+        before = [proc.read_runnable_s(p.pid) for p in (busy, asleep)]
+        time.sleep(0.5)
+        after = [proc.read_runnable_s(p.pid) for p in (busy, asleep)]
+        elapsed = time.monotonic() - start
+    finally:
+        for child in (busy, asleep):
+            child.kill()
+            child.wait()
+    assert None not in before and None not in after
+    # Runnable all along (running or waiting for a CPU on a busy machine).
+    assert 0.8 * elapsed <= after[0] - before[0] <= 1.05 * elapsed
+    assert after[1] - before[1] < 0.01
+    assert proc.read_runnable_s(busy.pid) is None
