@@ -7,7 +7,10 @@ bcrun's own.
   distcc(1) says), each TCP host probed for an answer;
 - icecream: the scheduler's monitor port, next to its own (``listcs``:
   each compile server's job limit), when ``ICECC_SCHEDULER`` or
-  ``USE_SCHEDULER`` names it; it needs no root;
+  ``USE_SCHEDULER`` names it, else the daemon's configuration
+  (``ICECC_SCHEDULER_HOST`` in ``/etc/icecc/icecc.conf``, as Debian has it,
+  or ``ICECREAM_SCHEDULER_HOST`` in ``/etc/sysconfig/icecream``); it needs
+  no root;
 - sccache-dist: ``sccache --dist-status`` (JSON: the scheduler's CPUs).
 
 A build uses one when its command line or environment names the engine
@@ -119,6 +122,42 @@ def distcc_hosts_text(env: Mapping[str, str]) -> tuple[str, str] | None:
     return None
 
 
+#: Where icecream's daemon is configured, and the variable naming the
+#: scheduler there (Debian's package, then openSUSE's and Fedora's).
+ICECREAM_CONFIGS = (
+    ("/etc/icecc/icecc.conf", "ICECC_SCHEDULER_HOST"),
+    ("/etc/sysconfig/icecream", "ICECREAM_SCHEDULER_HOST"),
+)
+
+
+def icecream_scheduler(
+    env: Mapping[str, str], configs: Sequence[tuple[str, str]] = ICECREAM_CONFIGS
+) -> tuple[str, str] | None:
+    """The scheduler's ``host[:port]`` and where it was named: the
+    environment, else the daemon's configuration.  None where neither names
+    one (the daemons then find it by broadcast, which bcrun does not do)."""
+    for name in ("ICECC_SCHEDULER", "USE_SCHEDULER"):
+        if env.get(name):
+            return env[name], name
+    for path, name in configs:
+        text = read_text(path)
+        host = parse_shell_assignment(text, name) if text is not None else None
+        if host:
+            return host, path
+    return None
+
+
+def parse_shell_assignment(text: str, name: str) -> str | None:
+    """The last value given to *name* in a shell-style file (``NAME="v"``),
+    quotes removed; None when unset."""
+    value = None
+    for line in text.splitlines():
+        key, equals, rest = line.strip().partition("=")
+        if equals and key == name:
+            value = rest.split("#", 1)[0].strip().strip("\"'")
+    return value
+
+
 def parse_icecream_listcs(text: str) -> tuple[int, int]:
     """``(servers, slots)`` from the monitor's ``listcs`` answer: a line per
     compile server, `` node (ip:port) [platform] speed=S jobs=N/MAX load=L``."""
@@ -198,9 +237,10 @@ def _answers(host: DistccHost) -> bool:
 
 
 def _read_icecream(env: Mapping[str, str]) -> Remote | None:
-    scheduler = env.get("ICECC_SCHEDULER") or env.get("USE_SCHEDULER")
-    if not scheduler:
+    found = icecream_scheduler(env)
+    if found is None:
         return None
+    scheduler, where = found
     # The monitor listens next to the scheduler's own port (8765 + 1).
     host, _, port = scheduler.partition(":")
     address = (host, int(port) + 1 if port.isdigit() else ICECREAM_MONITOR_PORT)
@@ -213,11 +253,13 @@ def _read_icecream(env: Mapping[str, str]) -> Remote | None:
                 chunks.append(chunk)
     except OSError:
         return Remote(
-            "icecc", 0, f"icecream: the scheduler {scheduler} does not answer"
+            "icecc", 0, f"icecream ({where}): the scheduler {scheduler} does not answer"
         )
     servers, slots = parse_icecream_listcs(b"".join(chunks).decode("utf-8", "replace"))
     return Remote(
-        "icecc", slots, f"icecream ({scheduler}): {servers} hosts, {slots} slots"
+        "icecc",
+        slots,
+        f"icecream ({where}: {scheduler}): {servers} hosts, {slots} slots",
     )
 
 

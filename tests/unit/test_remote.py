@@ -3,11 +3,14 @@ icecream's monitor answer, sccache's --dist-status."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bcrun.remote import (
     DistccHost,
     engine_of,
+    icecream_scheduler,
     parse_distcc_hosts,
     parse_icecream_listcs,
     parse_sccache_dist_status,
@@ -47,6 +50,37 @@ def test_icecream_monitor_lists_compile_servers_and_their_job_limits():
         "200 done\n"
     )
     assert parse_icecream_listcs(text) == (3, 24)
+
+
+def test_icecream_scheduler_from_the_environment_else_the_daemon_s_config(
+    tmp_path: Path,
+) -> None:
+    debian = tmp_path / "icecc.conf"
+    debian.write_text(
+        '# ICECC_SCHEDULER_HOST=""\n'
+        'ICECC_SCHEDULER_HOST=""\n'
+        'ICECC_SCHEDULER_HOST="sched.example:8765"  # the farm\n'
+    )
+    suse = tmp_path / "icecream"
+    suse.write_text("ICECREAM_SCHEDULER_HOST=suse-sched\n")
+    unset = tmp_path / "unset.conf"
+    unset.write_text('ICECC_SCHEDULER_HOST=""\n')
+    missing = tmp_path / "missing"
+    configs = [
+        (str(missing), "ICECC_SCHEDULER_HOST"),
+        (str(unset), "ICECC_SCHEDULER_HOST"),
+        (str(debian), "ICECC_SCHEDULER_HOST"),
+        (str(suse), "ICECREAM_SCHEDULER_HOST"),
+    ]
+    assert icecream_scheduler({}, configs) == ("sched.example:8765", str(debian))
+    assert icecream_scheduler({}, configs[3:]) == ("suse-sched", str(suse))
+    assert icecream_scheduler({"ICECC_SCHEDULER": "a:1"}, configs) == (
+        "a:1",
+        "ICECC_SCHEDULER",
+    )
+    assert icecream_scheduler({"USE_SCHEDULER": "b"}, []) == ("b", "USE_SCHEDULER")
+    # Unset, or no file: the daemons find it by broadcast, bcrun does not.
+    assert icecream_scheduler({}, configs[:2]) is None
 
 
 def test_sccache_dist_status_reports_the_scheduler_s_cpus():
