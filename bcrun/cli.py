@@ -326,7 +326,7 @@ def cli() -> None:
     default=0.5,
     show_default=True,
     metavar="SECONDS",
-    help="How often policies sample the machine.",
+    help="How often policies sample the machine (and 0.4 s after a look that saw a new load).",
 )
 @click.option(
     "--via",
