@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from bcrun import proc
 from bcrun.buildtree import Job
@@ -95,21 +96,33 @@ def smooth(previous: float | None, value: float, weight: float) -> float:
     return previous + weight * (value - previous)
 
 
+class Counted(NamedTuple):
+    """One process of a job at a look."""
+
+    #: Runnable seconds of each of its threads alive then, by thread id.
+    threads: dict[int, float]
+    #: CPU seconds of the children it had reaped.
+    reaped_s: float
+    #: Its CPU seconds with its reaped children's: what its reaper's count
+    #: gains when it ends.
+    cpu_s: float
+
+
 class RunnableTime:
     """The jobs' runnable time between two looks.
 
-    A process's count is the time its threads ran or waited for a CPU, and
-    the CPU time of the children it has reaped (a compiler driver's cc1 and
-    as, which end between looks).  A job's growth since the last look is
-    its processes' growth; a process born since counts from zero, and one
-    that ended since takes back the CPU time it had then, which its reaper's
-    count now holds again.  A job born since the last look counts for the
-    part of the interval it lived."""
+    A process's count is the time each of its threads ran or waited for a
+    CPU, and the CPU time of the children it has reaped (a compiler driver's
+    cc1 and as, which end between looks).  A job's growth since the last
+    look is its processes' and threads' growth; a process or thread born
+    since counts from zero, one that ended since is lost for its last
+    interval, and a process that ended takes back the CPU time it had, which
+    its reaper's count now holds again.  A job born since the last look
+    counts for the part of the interval it lived; one with a process gone
+    while we looked is left out of that interval."""
 
     def __init__(self) -> None:
-        #: Each job's processes at the last look: their count, and their
-        #: CPU time with their reaped children's.
-        self._jobs: dict[int, dict[int, tuple[float, float]]] = {}
+        self._jobs: dict[int, dict[int, Counted]] = {}
         self._time_s: float | None = None
 
     def look(
@@ -119,8 +132,8 @@ class RunnableTime:
         processes: Mapping[int, proc.ProcStat],
     ) -> tuple[float, float] | None:
         """(runnable threads, jobs), each a mean over the interval since the
-        last look at *time_s* (seconds after boot); None at the first look,
-        or when no job ran through it."""
+        last look at *time_s* (seconds after boot, when *processes* were
+        read); None at the first look, or when no job ran through it."""
         last, self._jobs = self._jobs, {}
         since, self._time_s = self._time_s, time_s
         tasks = jobs_seen = 0.0
@@ -128,25 +141,32 @@ class RunnableTime:
             root = processes.get(job.pid)
             if root is None:
                 continue
-            before = last.get(job.pid)
-            counts = _counts(job, processes)
+            counts, whole = _counts(job, processes)
             if counts is None:
-                continue  # a process gone while we looked, or no schedstat
+                continue  # the job ended while we looked
             self._jobs[job.pid] = counts
-            if since is None or time_s <= since:
+            if not whole or since is None or time_s <= since:
                 continue
+            before = last.get(job.pid)
             if before is None:
                 if not all(_born(processes[pid], since) for pid in counts):
                     continue  # running before, and not seen then
                 before = {}
             grown = 0.0
-            for pid, (count, _) in counts.items():
-                if pid in before:
-                    grown += count - before[pid][0]
-                elif _born(processes[pid], since):
-                    grown += count
+            for pid, now in counts.items():
+                then = before.get(pid)
+                if then is None:
+                    if _born(processes[pid], since):
+                        grown += sum(now.threads.values()) + now.reaped_s
+                    continue
+                grown += now.reaped_s - then.reaped_s
+                grown += sum(
+                    ran - then.threads.get(tid, 0.0) for tid, ran in now.threads.items()
+                )
             # An ended process's CPU time is now in its reaper's count.
-            grown -= sum(cpu for pid, (_, cpu) in before.items() if pid not in counts)
+            grown -= sum(
+                then.cpu_s for pid, then in before.items() if pid not in counts
+            )
             tasks += max(grown, 0.0)
             jobs_seen += min((time_s - max(root.start_s, since)) / (time_s - since), 1)
         if since is None or jobs_seen <= 0:
@@ -156,15 +176,24 @@ class RunnableTime:
 
 def _counts(
     job: Job, processes: Mapping[int, proc.ProcStat]
-) -> dict[int, tuple[float, float]] | None:
+) -> tuple[dict[int, Counted] | None, bool]:
+    """The job's processes counted, and whether all of them were: one gone
+    since the scan keeps its CPU time, to be taken back from its reaper's
+    count at the next look.  None if the job's own process is gone."""
     counts = {}
+    whole = True
     for pid in job.pids:
         process = processes.get(pid)
-        ran = None if process is None else proc.read_runnable_s(pid, process.threads)
-        if process is None or ran is None:
-            return None
-        counts[pid] = (ran + process.children_cpu_s, process.cpu_s)
-    return counts
+        if process is None:
+            continue
+        threads = proc.read_runnable_s(pid, process.threads)
+        if threads is None:
+            if pid == job.pid:
+                return None, False
+            whole = False
+            threads = {}
+        counts[pid] = Counted(threads, process.children_cpu_s, process.cpu_s)
+    return counts, whole
 
 
 def _born(process: proc.ProcStat, since: float | None) -> bool:

@@ -261,7 +261,10 @@ class Sampler:
         #: What a job of the build costs.
         self._cost = JobCost()
         self._runnable_time = RunnableTime()
-        self._schedstat = proc.read_runnable_s(os.getpid()) is not None
+        # A kernel without scheduler statistics shows "0 0 0"; this process
+        # has run by now.
+        own = proc.read_runnable_s(os.getpid())
+        self._schedstat = own is not None and sum(own.values()) > 0
         #: Whether the last look saw runnable tasks the looks before it did
         #: not: a load that the next look, SCAN_PERSIST_S later, confirms.
         self.unconfirmed = False
@@ -272,6 +275,7 @@ class Sampler:
     def sample(self) -> Metrics:
         """Read the machine's state now."""
         now = time.monotonic()
+        boot_now = time.clock_gettime(time.CLOCK_BOOTTIME)
         load = proc.read_loadavg()
         memory = proc.read_meminfo()
         if load is None or memory is None:
@@ -342,7 +346,7 @@ class Sampler:
             self._busy.add(now, max(busy, 0.0))
             external = max(external, self._busy.lowest())
         self._runnable = smooth(self._runnable, runnable, SMOOTHING)
-        self._measure_cost(processes, build.jobs)
+        self._measure_cost(boot_now, processes, build.jobs)
         throttled = throttled_peak = None
         if rates.quota_throttled is not None:
             # CPU-seconds a second held back; the quota's full pressure (all
@@ -407,7 +411,10 @@ class Sampler:
         )
 
     def _measure_cost(
-        self, processes: dict[int, proc.ProcStat], jobs: tuple[Job, ...]
+        self,
+        boot_now: float,
+        processes: dict[int, proc.ProcStat],
+        jobs: tuple[Job, ...],
     ) -> None:
         """Follow the runnable load one job makes: the jobs' runnable time
         since the last look over the time they ran; without the kernel's
@@ -415,7 +422,6 @@ class Sampler:
         if not jobs:
             return  # a serial step of the tool itself: nothing to learn
         if self._schedstat:
-            boot_now = time.clock_gettime(time.CLOCK_BOOTTIME)
             measured = self._runnable_time.look(boot_now, jobs, processes)
             if measured is not None:
                 self._cost.look(*measured)

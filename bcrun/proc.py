@@ -268,33 +268,34 @@ def runnable_threads(pid: int) -> int | None:
     return runnable
 
 
-def read_runnable_s(pid: int, threads: int = 1) -> float | None:
-    """Seconds the threads of *pid* alive now have been runnable: on a CPU
-    or waiting for one (/proc/PID/schedstat: nanoseconds on a CPU, waiting,
-    then timeslices; the main thread's only, so each thread's when there
-    are more).  None if it is gone, or the kernel keeps no such count."""
-    paths = [f"/proc/{pid}/schedstat"]
+def read_runnable_s(pid: int, threads: int = 1) -> dict[int, float] | None:
+    """Seconds each thread of *pid* alive now has been runnable, by thread
+    id: on a CPU or waiting for one (/proc/PID/schedstat: nanoseconds on a
+    CPU, waiting, then timeslices; the main thread's only, so each thread's
+    when there are more).  None if it is gone, or the kernel keeps no such
+    count."""
+    tids = [pid]
     if threads > 1:
         try:
-            paths = [
-                f"/proc/{pid}/task/{tid}/schedstat"
-                for tid in os.listdir(f"/proc/{pid}/task")
-            ]
-        except OSError:
+            tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except (OSError, ValueError):
             return None
-    total = 0
-    for path in paths:
+    found = {}
+    for tid in tids:
+        path = (
+            f"/proc/{pid}/schedstat"
+            if tid == pid
+            else f"/proc/{pid}/task/{tid}/schedstat"
+        )
         text = read_text(path)
         if text is None:
-            if threads > 1:
-                continue  # a thread that ended while we looked
-            return None
+            continue  # a thread that ended while we looked
         fields = text.split()
         try:
-            total += int(fields[0]) + int(fields[1])
+            found[tid] = (int(fields[0]) + int(fields[1])) / 1e9
         except (IndexError, ValueError):
             return None
-    return total / 1e9
+    return found or None
 
 
 def name_self(name: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -148,13 +149,17 @@ def icecream_scheduler(
 
 
 def parse_shell_assignment(text: str, name: str) -> str | None:
-    """The last value given to *name* in a shell-style file (``NAME="v"``),
-    quotes removed; None when unset."""
+    """The last value given to *name* in a shell-style file (``NAME="v"``,
+    ``export NAME=v``), as the shell would read it; None when unset."""
     value = None
     for line in text.splitlines():
-        key, equals, rest = line.strip().partition("=")
-        if equals and key == name:
-            value = rest.split("#", 1)[0].strip().strip("\"'")
+        key, equals, rest = line.strip().removeprefix("export ").partition("=")
+        if equals and key.strip() == name:
+            try:
+                words = shlex.split(rest, comments=True)
+            except ValueError:
+                continue  # an unclosed quote: not a value the shell takes
+            value = words[0] if words and not rest[:1].isspace() else ""
     return value
 
 

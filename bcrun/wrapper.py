@@ -226,8 +226,8 @@ class Wrapper:
         start = loop.time()
         while True:
             wait = min(tick_s, SCAN_PERSIST_S) if self.sampler.unconfirmed else tick_s
-            # A look longer than the tick still leaves the loop some time.
-            await asyncio.sleep(max(start + wait - loop.time(), wait / 4))
+            # A look longer than the tick still leaves the loop half of it.
+            await asyncio.sleep(max(start + wait - loop.time(), wait / 2))
             start = loop.time()
             self.update()
 

@@ -65,12 +65,13 @@ def end(process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def scheduler(net: str, logs: Path) -> Iterator[int]:
     port = monitor_pair()
-    process = subprocess.Popen(
-        ["icecc-scheduler", "-p", str(port), "-n", net],
-        stdout=subprocess.DEVNULL,
-        stderr=(logs / "scheduler.log").open("wb"),
-        process_group=0,
-    )
+    with (logs / "scheduler.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["icecc-scheduler", "-p", str(port), "-n", net],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            process_group=0,
+        )
     try:
 
         def answers() -> bool:
@@ -102,13 +103,14 @@ def compile_server(
     # One iceccd a machine, by its socket in /run/icecc: each of ours gets
     # a /run/icecc of its own, in a mount namespace of its own.
     RUN.mkdir(exist_ok=True)
-    process = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         f"mount -t tmpfs -o mode=1777 bcrun-icecc {RUN} && exec {daemon}"],
-        stdout=subprocess.DEVNULL,
-        stderr=(logs / f"iceccd-{name}.log").open("wb"),
-        process_group=0,
-    )  # fmt: skip
+    with (logs / f"iceccd-{name}.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f"mount -t tmpfs -o mode=1777 bcrun-icecc {RUN} && exec {daemon}"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            process_group=0,
+        )  # fmt: skip
     try:
         yield process
     finally:
@@ -131,7 +133,10 @@ def test_icecream_hosts_come_from_its_scheduler_and_follow_one_that_leaves(
             compile_server(port, net, "a", 3, tmp_path),
             compile_server(port, net, "b", 2, tmp_path) as b,
         ):
-            wait_until(lambda: slots() == 5, JOINS_S, "both compile servers")
+            joined = time.monotonic()
+            while slots() != 5:
+                assert time.monotonic() - joined < JOINS_S, "the servers never joined"
+                time.sleep(0.1)
             remote = read_remote("icecc", env)
             assert remote is not None
             assert (
@@ -149,10 +154,9 @@ def test_icecream_hosts_come_from_its_scheduler_and_follow_one_that_leaves(
             assert "2 hosts, 5 slots" in explained.stdout, explained.stdout
             end(b)
             stopped = time.monotonic()
-            wait_until(
-                lambda: slots() == 3, 10, "the scheduler to drop a stopped server"
-            )
-            assert time.monotonic() - stopped < 10
+            while slots() != 3:
+                assert time.monotonic() - stopped < 10, "a stopped server still counts"
+                time.sleep(0.1)
     # No scheduler: no slots, said in one line.
     remote = read_remote("icecc", env)
     assert remote is not None and remote.slots == 0

@@ -114,11 +114,12 @@ def test_looks_keep_their_beat_and_a_new_load_is_looked_at_again_sooner(
     seen = next(
         i
         for i, t in enumerate(ticks)
-        if t["time"] >= started and t["external_load"] >= 1
+        if t["time"] >= started and t["external_load"] >= 2.5
     )
     gaps = [b["elapsed_s"] - a["elapsed_s"] for a, b in itertools.pairwise(ticks)]
     calm = [gap for gap, t in zip(gaps, ticks[1:], strict=True) if t["time"] < started]
-    assert 0.45 <= statistics.median(calm) <= 0.56, calm
+    # 0.5 s, or 0.4 s after a look that saw a load come (a busy machine's).
+    assert 0.38 <= statistics.median(calm) <= 0.56, calm
     assert gaps[seen - 1] <= SCAN_PERSIST_S + 0.07, gaps[seen - 3 : seen + 1]
     assert ticks[seen]["time"] - started < 1.0
 

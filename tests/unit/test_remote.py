@@ -62,7 +62,7 @@ def test_icecream_scheduler_from_the_environment_else_the_daemon_s_config(
         'ICECC_SCHEDULER_HOST="sched.example:8765"  # the farm\n'
     )
     suse = tmp_path / "icecream"
-    suse.write_text("ICECREAM_SCHEDULER_HOST=suse-sched\n")
+    suse.write_text('export ICECREAM_SCHEDULER_HOST="suse-sched" ; OTHER=1\n')
     unset = tmp_path / "unset.conf"
     unset.write_text('ICECC_SCHEDULER_HOST=""\n')
     missing = tmp_path / "missing"
