@@ -196,6 +196,24 @@ def _counts(
     return counts, whole
 
 
+def runnable_threads_now(
+    jobs: Iterable[Job], processes: Mapping[int, proc.ProcStat]
+) -> int:
+    """The jobs' threads runnable at this moment: the measure where the
+    kernel keeps no schedstat."""
+    tasks = 0
+    for job in jobs:
+        for pid in job.pids:
+            process = processes.get(pid)
+            if process is None:
+                continue
+            if process.threads > 1:
+                tasks += proc.runnable_threads(pid) or 0
+            else:
+                tasks += process.state == "R"
+    return tasks
+
+
 def _born(process: proc.ProcStat, since: float | None) -> bool:
     """Whether *process* started after the look at *since*: its start is
     known to a clock tick."""

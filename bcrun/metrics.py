@@ -25,7 +25,7 @@ from bcrun.buildtree import (
     tools_under,
 )
 from bcrun.errors import MetricsError
-from bcrun.jobcost import JobCost, RunnableTime, smooth
+from bcrun.jobcost import JobCost, RunnableTime, runnable_threads_now, smooth
 from bcrun.remote import Remote
 from bcrun.startcount import usable_cpus
 
@@ -421,22 +421,12 @@ class Sampler:
         count of it, the jobs' runnable threads now over the jobs."""
         if not jobs:
             return  # a serial step of the tool itself: nothing to learn
-        if self._schedstat:
-            measured = self._runnable_time.look(boot_now, jobs, processes)
-            if measured is not None:
-                self._cost.look(*measured)
+        if not self._schedstat:
+            self._cost.look(runnable_threads_now(jobs, processes), len(jobs))
             return
-        tasks = 0
-        for job in jobs:
-            for pid in job.pids:
-                process = processes.get(pid)
-                if process is None:
-                    continue
-                if process.threads > 1:
-                    tasks += proc.runnable_threads(pid) or 0
-                else:
-                    tasks += process.state == "R"
-        self._cost.look(tasks, len(jobs))
+        measured = self._runnable_time.look(boot_now, jobs, processes)
+        if measured is not None:
+            self._cost.look(*measured)
 
     def _peer_builds(
         self,

@@ -270,9 +270,8 @@ def runnable_threads(pid: int) -> int | None:
 
 def read_runnable_s(pid: int, threads: int = 1) -> dict[int, float] | None:
     """Seconds each thread of *pid* alive now has been runnable, by thread
-    id: on a CPU or waiting for one (/proc/PID/schedstat: nanoseconds on a
-    CPU, waiting, then timeslices; the main thread's only, so each thread's
-    when there are more).  None if it is gone, or the kernel keeps no such
+    id: on a CPU or waiting for one (/proc/PID/task/TID/schedstat:
+    nanoseconds on a CPU, waiting, then timeslices).  None if it is gone, or the kernel keeps no such
     count."""
     tids = [pid]
     if threads > 1:
@@ -282,12 +281,7 @@ def read_runnable_s(pid: int, threads: int = 1) -> dict[int, float] | None:
             return None
     found = {}
     for tid in tids:
-        path = (
-            f"/proc/{pid}/schedstat"
-            if tid == pid
-            else f"/proc/{pid}/task/{tid}/schedstat"
-        )
-        text = read_text(path)
+        text = read_text(f"/proc/{pid}/task/{tid}/schedstat")
         if text is None:
             continue  # a thread that ended while we looked
         fields = text.split()

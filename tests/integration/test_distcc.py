@@ -58,19 +58,20 @@ def distccd(cpu: int, directory: Path) -> Iterator[tuple[int, subprocess.Popen[b
         process_group=0,
     )  # fmt: skip
     try:
-
-        def answers() -> bool:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port), 0.2),
-            ):
-                return True
-            return False
-
-        wait_until(answers, 10, f"distccd on port {port}")
+        wait_until(lambda: listening(port), 10, f"distccd on port {port}")
         yield port, server
     finally:
         stop(server)
+
+
+def listening(port: int) -> bool:
+    """Whether something answers on *port* of loopback."""
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection(("127.0.0.1", port), 0.2),
+    ):
+        return True
+    return False
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:

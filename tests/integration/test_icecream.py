@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -19,7 +18,7 @@ import pytest
 
 from bcrun.remote import read_remote
 from tests.helpers import Bcrun, wait_until
-from tests.integration.test_distcc import free_port
+from tests.integration.test_distcc import free_port, listening, stop
 
 pytestmark = [
     pytest.mark.skipif(
@@ -51,17 +50,6 @@ def monitor_pair() -> int:
     raise AssertionError("no two free ports in a row")
 
 
-def end(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
-
-
 @contextlib.contextmanager
 def scheduler(net: str, logs: Path) -> Iterator[int]:
     port = monitor_pair()
@@ -73,19 +61,12 @@ def scheduler(net: str, logs: Path) -> Iterator[int]:
             process_group=0,
         )
     try:
-
-        def answers() -> bool:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port + 1), 0.2),
-            ):
-                return True
-            return False
-
-        wait_until(answers, 10, f"icecc-scheduler's monitor on port {port + 1}")
+        wait_until(
+            lambda: listening(port + 1), 10, f"icecc-scheduler's monitor on {port + 1}"
+        )
         yield port
     finally:
-        end(process)
+        stop(process)
 
 
 @contextlib.contextmanager
@@ -114,7 +95,7 @@ def compile_server(
     try:
         yield process
     finally:
-        end(process)
+        stop(process)
         shutil.rmtree(environments, ignore_errors=True)
 
 
@@ -152,7 +133,7 @@ def test_icecream_hosts_come_from_its_scheduler_and_follow_one_that_leaves(
             )  # fmt: skip
             assert explained.returncode == 0, explained.stderr
             assert "2 hosts, 5 slots" in explained.stdout, explained.stdout
-            end(b)
+            stop(b)
             stopped = time.monotonic()
             while slots() != 3:
                 assert time.monotonic() - stopped < 10, "a stopped server still counts"

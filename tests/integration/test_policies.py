@@ -36,6 +36,26 @@ def first_tick(trace: Path, since: float, test) -> dict | None:
     return next((t for t in read_trace(trace) if t["time"] >= since and test(t)), None)
 
 
+def traced_make(
+    bcrun: Bcrun,
+    tmp_path: Path,
+    *options: str,
+    jobs: int,
+    seconds: float = 0.5,
+    parallel: int,
+) -> tuple[subprocess.Popen[str], Path]:
+    """``bcrun OPTIONS --trace FILE make -jPARALLEL`` on a project of *jobs*
+    jobs of *seconds* each; the build, and its trace."""
+    project = tmp_path / "p"
+    bcrun.env["JOBLOG"] = str(make_project(project, jobs=jobs, seconds=seconds).path)
+    trace = tmp_path / "trace.jsonl"
+    build = bcrun.start(
+        *options, "--trace", str(trace), "make", f"-j{parallel}", "-C", str(project),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    return build, trace
+
+
 @contextmanager
 def burners(n: int) -> Iterator[float]:
     """*n* processes burning CPU; yields when they started (wall clock)."""
@@ -51,13 +71,9 @@ def burners(n: int) -> Iterator[float]:
 def test_adaptive_gives_way_to_a_competing_load_and_takes_the_machine_back(
     bcrun: Bcrun, tmp_path: Path
 ) -> None:
-    project = tmp_path / "p"
-    bcrun.env["JOBLOG"] = str(make_project(project, jobs=40, seconds=0.5).path)
-    trace = tmp_path / "trace.jsonl"
-    build = bcrun.start(
-        "-v", "--policy", "adaptive", "--load", "3", "--tick", "0.25",
-        "--trace", str(trace), "make", "-j3", "-C", str(project),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    build, trace = traced_make(
+        bcrun, tmp_path, "-v", "--policy", "adaptive", "--load", "3",
+        "--tick", "0.25", jobs=40, parallel=3,
     )  # fmt: skip
     wait_until(lambda: first_tick(trace, 0, lambda t: t["jobs"] >= 2), 10, "a start")
     with burners(3) as started:
@@ -93,14 +109,9 @@ def test_looks_keep_their_beat_and_a_new_load_is_looked_at_again_sooner(
     """A look every 0.5 s from one's start to the next (a slow look does not
     stretch the beat); a look that sees a new load is followed by one
     SCAN_PERSIST_S later, which confirms it: the count drops within 1 s."""
-    project = tmp_path / "p"
-    bcrun.env["JOBLOG"] = str(make_project(project, jobs=300, seconds=0.5).path)
-    trace = tmp_path / "trace.jsonl"
-    build = bcrun.start(
-        "--policy", "adaptive", "--load", "3", "--trace", str(trace),
-        "make", "-j3", "-C", str(project),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    build, trace = traced_make(
+        bcrun, tmp_path, "--policy", "adaptive", "--load", "3", jobs=300, parallel=3
+    )
     wait_until(lambda: len(read_trace(trace)) >= 8, 10, "eight looks")
     with burners(3) as started:
         wait_until(
@@ -127,16 +138,12 @@ def test_looks_keep_their_beat_and_a_new_load_is_looked_at_again_sooner(
 def test_memory_backs_off_while_another_process_holds_memory(
     bcrun: Bcrun, tmp_path: Path
 ) -> None:
-    project = tmp_path / "p"
-    bcrun.env["JOBLOG"] = str(make_project(project, jobs=40, seconds=0.4).path)
-    trace = tmp_path / "trace.jsonl"
     # A reserve just under what is available now: 2G taken by someone else
     # puts the machine below it.
     reserve = psutil.virtual_memory().available - (1 << 30)
-    build = bcrun.start(
-        "--policy", "memory", "--mem-reserve", str(reserve), "--tick", "0.25",
-        "--trace", str(trace), "make", "-j4", "-C", str(project),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    build, trace = traced_make(
+        bcrun, tmp_path, "--policy", "memory", "--mem-reserve", str(reserve),
+        "--tick", "0.25", jobs=40, seconds=0.4, parallel=4,
     )  # fmt: skip
     wait_until(lambda: first_tick(trace, 0, lambda t: t["jobs"] == 4), 10, "a start")
     hog = subprocess.Popen(
@@ -227,13 +234,9 @@ def test_raising_priority_is_refused_in_one_line_unless_root(bcrun: Bcrun) -> No
 
 
 def test_trace_status_and_plot_of_a_real_build(bcrun: Bcrun, tmp_path: Path) -> None:
-    project = tmp_path / "p"
-    bcrun.env["JOBLOG"] = str(make_project(project, jobs=6, seconds=0.5).path)
-    trace = tmp_path / "trace.jsonl"
-    build = bcrun.start(
-        "--policy", "adaptive,memory", "--tick", "0.2", "--trace", str(trace),
-        "make", "-j2", "-C", str(project),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    build, trace = traced_make(
+        bcrun, tmp_path, "--policy", "adaptive,memory", "--tick", "0.2",
+        jobs=6, parallel=2,
     )  # fmt: skip
     wait_until(lambda: len(read_trace(trace)) >= 2, 10, "ticks")
     status = bcrun.run("status")
