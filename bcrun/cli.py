@@ -484,7 +484,8 @@ def jobs(
         job_memory.bytes if job_memory is not None else None, mem_reserve
     )
     if verbose:
-        click.echo(f"bcrun: {count} jobs: {reason}", err=True)
+        jobs = "job" if count == 1 else "jobs"
+        click.echo(f"bcrun: {count} {jobs}: {reason}", err=True)
     if export is None:
         click.echo(count)
         return

@@ -16,14 +16,16 @@ def test_the_count_is_the_cpus_at_most_what_fits_in_memory(bcrun: Bcrun) -> None
     count = int(result.stdout)
     assert 1 <= count <= default_jobs(cpu_capacity())
     assert count == recommend()[0]
-    assert result.stderr.startswith(f"bcrun: {count} jobs: ")
+    jobs = "job" if count == 1 else "jobs"
+    assert result.stderr.startswith(f"bcrun: {count} {jobs}: ")
     assert cpu_capacity().source in result.stderr
     assert "a job" in result.stderr  # the memory policy's per-job size
 
 
 def test_a_job_larger_than_the_memory_there_is_leaves_one(bcrun: Bcrun) -> None:
-    result = bcrun.run("jobs", "--recommend", "--job-memory", "1024T")
+    result = bcrun.run("jobs", "--recommend", "-v", "--job-memory", "1024T")
     assert (result.returncode, result.stdout) == (0, "1\n")
+    assert result.stderr.startswith("bcrun: 1 job: "), result.stderr
 
 
 def test_export_for_a_shell_and_for_an_env_file(bcrun: Bcrun) -> None:
