@@ -106,6 +106,9 @@ class Counted(NamedTuple):
     #: Its CPU seconds with its reaped children's: what its reaper's count
     #: gains when it ends.
     cpu_s: float
+    #: When it started: a pid seen again with another start is another
+    #: process.
+    start_s: float
 
 
 class RunnableTime:
@@ -116,10 +119,11 @@ class RunnableTime:
     cc1 and as, which end between looks).  A job's growth since the last
     look is its processes' and threads' growth; a process or thread born
     since counts from zero, one that ended since is lost for its last
-    interval, and a process that ended takes back the CPU time it had, which
-    its reaper's count now holds again.  A job born since the last look
-    counts for the part of the interval it lived; one with a process gone
-    while we looked is left out of that interval."""
+    interval (a pid seen again with another start is both), and a process
+    that ended takes back the CPU time it had, which its reaper's count now
+    holds again.  A job born since the last look counts for the part of
+    the interval it lived; one with a process gone while we looked is left
+    out of that interval."""
 
     def __init__(self) -> None:
         self._jobs: dict[int, dict[int, Counted]] = {}
@@ -148,6 +152,8 @@ class RunnableTime:
             if not whole or since is None or time_s <= since:
                 continue
             before = last.get(job.pid)
+            if before is not None and before[job.pid].start_s != root.start_s:
+                before = None  # another job on a reused pid
             if before is None:
                 if not all(_born(processes[pid], since) for pid in counts):
                     continue  # running before, and not seen then
@@ -155,6 +161,8 @@ class RunnableTime:
             grown = 0.0
             for pid, now in counts.items():
                 then = before.get(pid)
+                if then is not None and then.start_s != now.start_s:
+                    then = None  # a reused pid: its process is new
                 if then is None:
                     if _born(processes[pid], since):
                         grown += sum(now.threads.values()) + now.reaped_s
@@ -165,7 +173,9 @@ class RunnableTime:
                 )
             # An ended process's CPU time is now in its reaper's count.
             grown -= sum(
-                then.cpu_s for pid, then in before.items() if pid not in counts
+                then.cpu_s
+                for pid, then in before.items()
+                if pid not in counts or counts[pid].start_s != then.start_s
             )
             tasks += max(grown, 0.0)
             jobs_seen += min((time_s - max(root.start_s, since)) / (time_s - since), 1)
@@ -192,7 +202,9 @@ def _counts(
                 return None, False
             whole = False
             threads = {}
-        counts[pid] = Counted(threads, process.children_cpu_s, process.cpu_s)
+        counts[pid] = Counted(
+            threads, process.children_cpu_s, process.cpu_s, process.start_s
+        )
     return counts, whole
 
 

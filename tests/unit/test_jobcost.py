@@ -8,6 +8,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
 
 from bcrun import proc
 from bcrun.buildtree import Job
@@ -205,6 +208,60 @@ def test_a_thread_that_ends_between_two_looks_takes_nothing_back():
     # thread ended too (summed by process, its end took its whole time back).
     assert len(looks) == 4
     assert min(looks) >= 0.5, looks
+
+
+NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+BUSY = "while True: pass"
+
+
+def spawn_as(pid: int) -> subprocess.Popen[bytes] | None:
+    """A busy process on *pid*, freed a moment ago, or None if another
+    process took it first."""
+    for _ in range(50):
+        NS_LAST_PID.write_text(str(pid - 1))
+        child = subprocess.Popen([sys.executable, "-c", BUSY])
+        if child.pid == pid:
+            return child
+        child.kill()
+        child.wait()
+    return None
+
+
+def test_a_job_on_a_reused_pid_counts_from_its_own_start():
+    """Job A ends and job B starts on A's pid between two looks (a kernel
+    that wraps its pids fast): B's runnable time is its own, not its own
+    less A's."""
+    try:
+        NS_LAST_PID.write_text(NS_LAST_PID.read_text())
+    except OSError as error:
+        pytest.skip(f"a pid cannot be chosen here ({NS_LAST_PID}: {error})")
+    first = subprocess.Popen([sys.executable, "-c", BUSY])
+    runnable = RunnableTime()
+    second = None
+    try:
+        time.sleep(0.2)
+        jobs, processes = jobs_of([first.pid])
+        runnable.look(time.clock_gettime(time.CLOCK_BOOTTIME), jobs, processes)
+        time.sleep(0.6)  # A runs up 0.8 s
+        first.kill()
+        first.wait()
+        second = spawn_as(first.pid)
+        if second is None:
+            pytest.skip(f"pid {first.pid} was taken by another process 50 times")
+        time.sleep(0.3)
+        jobs, processes = jobs_of([second.pid])
+        tasks, jobs_seen = runnable.look(
+            time.clock_gettime(time.CLOCK_BOOTTIME), jobs, processes
+        ) or (0.0, 0.0)
+    finally:
+        for child in (first, second):
+            if child is not None and child.poll() is None:
+                child.kill()
+                child.wait()
+    # B lived about a third of the interval, runnable all along (counted as
+    # B less A, it reads 0).
+    assert 0.15 <= jobs_seen <= 0.6, jobs_seen
+    assert tasks / jobs_seen >= 0.6, (tasks, jobs_seen)
 
 
 def test_runnable_time_of_a_busy_and_a_sleeping_process():
