@@ -444,6 +444,28 @@ def test_recursive_makes_run_a_count_above_the_starting_j_in_all(
     assert late == [], [(j.name, round(j.start - decreased, 3)) for j in late]
 
 
+@pytest.mark.parametrize("jobs", [2, None], ids=["j2", "no-j"])
+def test_bsd_make_tells_its_jobs_the_count_in_force(bcrun, tmp_path, jobs):
+    """.MAKE.JOBS, upstream's -j, is the count once one has come: a job
+    started after a change sees the new count."""
+    bmake = get_tool("bmake", patched=True)
+    project, seen, gate = tmp_path / "p", tmp_path / "seen", tmp_path / "gate"
+    project.mkdir()
+    (project / "Makefile").write_text(
+        "all: second\n"
+        f"first:\n\t@echo ${{.MAKE.JOBS}} >> {seen}; "
+        f"while [ ! -e {gate} ]; do sleep 0.02; done\n"
+        f"second: first\n\t@echo ${{.MAKE.JOBS}} >> {seen}\n"
+    )
+    proc = bcrun.start("-j", "5", *bmake.argv(project, jobs))
+    wait_until(seen.exists, what="the first job")
+    assert bcrun.run("jobs", "7").returncode == 0
+    time.sleep(GRACE_S)
+    gate.touch()
+    assert proc.wait(30) == 0
+    assert seen.read_text().split() == ["5", "7"]
+
+
 def test_a_make_that_calls_ninja_runs_the_count_in_all(bcrun, tmp_path):
     make = get_tool("gmake", patched=True)
     ninja = get_tool("ninja", patched=True)
