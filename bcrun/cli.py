@@ -253,7 +253,8 @@ def cli() -> None:
     default=None,
     metavar="N",
     help="The job count: the fixed policy's, and the most the other policies "
-    "give [default: a -jN taken off COMMAND, else the CPUs bcrun may use].",
+    "give [default: COMMAND's own -jN (or MAKEFLAGS'), else the CPUs bcrun "
+    "may use].",
 )
 @click.option(
     "-p",

@@ -47,6 +47,19 @@ _MAKE_ARG_OPTIONS = set("CfIoWE")
 #: BSD make's, from its getopt string.
 _BSD_MAKE_ARG_OPTIONS = set("CDIJTVdfjmv")
 
+#: Where a j in a word of short options is a -j of its own: after none of
+#: these (the options, -j aside, that take an argument, or -l's and -O's
+#: optional one).
+#: The command-line dialect of a tool: GNU make's, ninja's (samurai's too)
+#: or BSD make's.
+Dialect = Literal["gnu", "ninja", "bsd"]
+
+_BEFORE_J: dict[Dialect, frozenset[str]] = {
+    "gnu": frozenset(_MAKE_ARG_OPTIONS | {"l", "O"}),
+    "ninja": frozenset("Cfdlt"),
+    "bsd": frozenset(_BSD_MAKE_ARG_OPTIONS - {"j"}),
+}
+
 #: Programs that join an inherited GNU make jobserver wherever they run in
 #: a build (ninja under make, make under ninja): each is counted, for the
 #: tokens its jobs hold, and braked while tokens are owed.
@@ -238,8 +251,14 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.groups() if part is not None)
 
 
-def plan(argv: Sequence[str], env: Mapping[str, str], via: str = "auto") -> Plan:
-    """Decide how to control *argv*; *via* is what the user asked for."""
+def plan(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    via: str = "auto",
+    count_given: bool = False,
+) -> Plan:
+    """Decide how to control *argv*; *via* is what the user asked for, and
+    *count_given* whether bcrun was given a -j of its own."""
     if via == "protocol":
         name = os.path.basename(argv[0])
         return Plan("protocol", name, "asked for with --via protocol", argv=list(argv))
@@ -250,6 +269,10 @@ def plan(argv: Sequence[str], env: Mapping[str, str], via: str = "auto") -> Plan
             f"--via jobserver: {result.tool} cannot be driven through a jobserver "
             f"({result.reason})"
         )
+    if result.via == "protocol" and result.serial is not None and not count_given:
+        # As make alone would run it: behind an alias, -j1 means serial.
+        why = f"{result.serial} asks for a serial build"
+        return Plan("direct", result.tool, why, argv=list(argv))
     if result.via == "jobserver" and _enclosing_jobserver(env):
         why = "it obeys the jobserver of an enclosing make (MAKEFLAGS)"
         if via == "jobserver":
@@ -289,20 +312,13 @@ def _detect(
     if name == "cmake" and "--build" in argv:
         return _detect_cmake(argv, env, facts)
     if facts.get(path, "buildsocket", _says_buildsocket) == "yes":
-        result = Plan(
-            "protocol", name, "it reads BUILDSOCKET: a patched tool", argv=argv
-        )
-        # Only BSD make has .MAKE.JOBS; its patch obeys with or without -j.
-        if facts.get(path, "bsd-make", _says_bsd_make) == "yes":
-            result.reason += "; BSD make follows any count up to 1024, whatever its -j"
-            result.notices += _bsd_make_notices(argv, env)
-        return result
+        return _detect_patched(argv, env, facts, path, as_is)
     version = facts.get(path, "version", tool_version)
     ninja = name.startswith("ninja") or name == "samu"
     if version.startswith("GNU Make"):
         number = _version_tuple(version)
         tool = f"GNU make {'.'.join(map(str, number))}"
-        idle = _runs_no_job(argv, env, ninja=False) if as_is else None
+        idle = _runs_no_job(argv, env, "gnu") if as_is else None
         if idle is not None:
             return Plan("direct", tool, f"{idle} runs no job", argv=argv)
         if number >= (4, 2):
@@ -321,7 +337,7 @@ def _detect(
     if ninja:
         number = _version_tuple(version)
         tool = f"{name} {version.split()[0] if version else '(no version)'}"
-        idle = _runs_no_job(argv, env, ninja=True) if as_is else None
+        idle = _runs_no_job(argv, env, "ninja") if as_is else None
         if idle is not None:
             return Plan("direct", tool, f"{idle} runs no job", argv=argv)
         if name.startswith("ninja") and number >= (1, 13):
@@ -352,6 +368,44 @@ def _detect(
         "neither a patched tool nor GNU make, ninja >= 1.13 or cargo",
         argv=argv,
     )
+
+
+def _detect_patched(
+    argv: list[str],
+    env: Mapping[str, str],
+    facts: ProgramFacts,
+    path: Path,
+    as_is: bool,
+) -> Plan:
+    """How a patched tool obeys.  Its own -jN is the count it starts at and
+    stays on its command line (without a controller it is the tool's count);
+    a -j1 asks for a serial build, which :func:`plan` runs as it is unless
+    bcrun is given a count of its own."""
+    name = os.path.basename(argv[0])
+    result = Plan("protocol", name, "it reads BUILDSOCKET: a patched tool", argv=argv)
+    dialect: Dialect
+    # Only BSD make has .MAKE.JOBS; its patch obeys with or without -j.
+    if facts.get(path, "bsd-make", _says_bsd_make) == "yes":
+        dialect = "bsd"
+        result.reason += "; BSD make follows any count up to 1024, whatever its -j"
+    elif name.startswith("ninja") or name == "samu":
+        dialect = "ninja"
+    elif name in ("make", "gmake"):
+        dialect = "gnu"
+    else:
+        return result  # a tool whose options bcrun does not know
+    idle = _runs_no_job(argv, env, dialect) if as_is else None
+    if idle is not None:
+        return Plan("direct", name, f"{idle} runs no job", argv=argv)
+    if dialect == "bsd":
+        result.notices += _bsd_make_notices(argv, env)
+    # Read as a jobserver's plan would take them off, but left in place.
+    read = Plan("protocol", name, "", argv=argv)
+    _strip_jobs(read, "--jobs", _BEFORE_J[dialect])
+    if dialect != "ninja":
+        _clean_makeflags(env.get("MAKEFLAGS", ""), read)
+    result.jobs, result.serial = read.jobs, read.serial
+    return result
 
 
 def _bsd_make_notices(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
@@ -407,7 +461,7 @@ def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
     """Remove what would make the build leave bcrun's jobserver."""
     name = os.path.basename(result.argv[0])
     if name == "cmake":
-        result.argv = _strip_jobs(result, "--parallel", combined=False)
+        result.argv = _strip_jobs(result, "--parallel")
         if "CMAKE_BUILD_PARALLEL_LEVEL" in env:
             level = env["CMAKE_BUILD_PARALLEL_LEVEL"]
             if result.jobs is None and level.strip() == "1":
@@ -417,7 +471,8 @@ def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
                 "removed CMAKE_BUILD_PARALLEL_LEVEL: cmake would pass -j and escape the jobserver"
             )
     elif name != "cargo":
-        result.argv = _strip_jobs(result, "--jobs", ninja=name.startswith("ninja"))
+        dialect: Dialect = "ninja" if name.startswith("ninja") else "gnu"
+        result.argv = _strip_jobs(result, "--jobs", _BEFORE_J[dialect])
     result.makeflags = _clean_makeflags(env.get("MAKEFLAGS", ""), result)
 
 
@@ -434,11 +489,11 @@ def _take_jobs(result: Plan, value: str | None, shown: str) -> None:
 
 
 def _strip_jobs(
-    result: Plan, long: str, ninja: bool = False, combined: bool = True
+    result: Plan, long: str, before_j: frozenset[str] | None = None
 ) -> list[str]:
     """*result*'s arguments without ``-j [N]``, ``-jN``, ``LONG [N]`` and
-    ``LONG=N``; with *combined*, also the j of short options run together
-    (``-kj4`` -> ``-k``)."""
+    ``LONG=N``; with *before_j*, the options that take an argument, also
+    the j of short options run together (``-kj4`` -> ``-k``)."""
     argv = result.argv
     out = [argv[0]]
     i = 1
@@ -457,8 +512,10 @@ def _strip_jobs(
             _take_jobs(result, word.split("=", 1)[1], word)
             i += 1
             continue
-        kept, value = _split_short(word, ninja) if combined else (word, None)
-        if not combined and re.fullmatch(r"-j\d+", word):
+        kept, value = (
+            _split_short(word, before_j) if before_j is not None else (word, None)
+        )
+        if before_j is None and re.fullmatch(r"-j\d+", word):
             kept, value = "-", word[2:]
         if value is not None:
             shown = word
@@ -475,9 +532,9 @@ def _strip_jobs(
     return out
 
 
-def _split_short(word: str, ninja: bool) -> tuple[str, str | None]:
-    """``-kj8`` -> (``-k``, ``8``); a j inside another option's argument stays;
-    None when *word* holds no -j."""
+def _split_short(word: str, before_j: frozenset[str]) -> tuple[str, str | None]:
+    """``-kj8`` -> (``-k``, ``8``); a j inside the argument of an option of
+    *before_j* stays; None when *word* holds no -j."""
     if not word.startswith("-") or word.startswith("--"):
         return word, None
     letters = word[1:]
@@ -487,23 +544,23 @@ def _split_short(word: str, ninja: bool) -> tuple[str, str | None]:
             value = digits.group(0) if digits else ""
             rest = letters[pos + 1 + len(value) :]
             return "-" + letters[:pos] + rest, value
-        takes_argument = letter in (
-            "Cfdlt" if ninja else _MAKE_ARG_OPTIONS | {"l", "O"}
-        )
-        if takes_argument:
+        if letter in before_j:
             break
     return word, None
 
 
 def _clean_makeflags(makeflags: str, result: Plan) -> str:
-    """MAKEFLAGS without an inherited jobserver or job count."""
+    """MAKEFLAGS without an inherited jobserver or job count; a count there
+    is *result*'s unless its command line has one (which make obeys)."""
     words = makeflags.split()
     kept = []
+    commanded = result.jobs is not None
     for index, word in enumerate(words):
         if re.fullmatch(r"-j\d*|--jobs(=\d+)?", word):
-            if result.jobs is None and re.sub(r"\D", "", word) == "1":
-                # The command line's count would win over this one.
-                result.serial = f"{word} in MAKEFLAGS"
+            if not commanded:
+                count = re.sub(r"\D", "", word)
+                result.jobs = int(count) if count else None
+                result.serial = f"{word} in MAKEFLAGS" if count == "1" else None
             result.notices.append(
                 f"took {word} out of MAKEFLAGS: bcrun's jobserver sets the count"
             )
@@ -538,16 +595,22 @@ _MAKE_LONG_ARGUMENTS = frozenset(
 #: ninja's (and samurai's): a dry run, a subtool, the help; -v is --verbose.
 _NINJA_IDLE_LETTERS = "nth"
 _NINJA_IDLE_LONG = frozenset({"--version", "--help"})
+#: BSD make's: -n, -q and -t as GNU make's, and -V and -v, which print
+#: variables and build nothing (bmake(1)).
+_BSD_MAKE_IDLE_LETTERS = "nqtVv"
 
 
 def _runs_no_job(
-    argv: Sequence[str], env: Mapping[str, str], ninja: bool
+    argv: Sequence[str], env: Mapping[str, str], dialect: Dialect
 ) -> str | None:
-    """The option of *argv*, or of MAKEFLAGS, after which GNU make (or
-    ninja with *ninja*) runs no job; None if it builds."""
-    if ninja:
+    """The option of *argv*, or of MAKEFLAGS, after which a tool of
+    *dialect* runs no job; None if it builds."""
+    if dialect == "ninja":
         idle, idle_long = _NINJA_IDLE_LETTERS, _NINJA_IDLE_LONG
         arguments, long_arguments = "Cfjkldw", frozenset[str]()
+    elif dialect == "bsd":
+        idle, idle_long = _BSD_MAKE_IDLE_LETTERS, frozenset[str]()
+        arguments, long_arguments = "".join(_BSD_MAKE_ARG_OPTIONS), frozenset[str]()
     else:
         idle, idle_long = _MAKE_IDLE_LETTERS, _MAKE_IDLE_LONG
         arguments, long_arguments = "".join(_MAKE_ARG_OPTIONS), _MAKE_LONG_ARGUMENTS
@@ -572,7 +635,7 @@ def _runs_no_job(
                     # The rest of the word is its argument, else the next word.
                     skip = pos == len(word) - 2
                     break
-    if not ninja:
+    if dialect == "gnu":
         # The flags an enclosing make passes on: single letters first.
         first = env.get("MAKEFLAGS", "").split()[:1]
         if first and not first[0].startswith("-") and "=" not in first[0]:

@@ -142,11 +142,13 @@ class Started:
 def run(request: RunRequest) -> ExitStatus | int:
     """Run the build *request* asks for; return how it ended (or 0 after
     --explain)."""
-    control = plan(request.command, os.environ, request.via)
+    control = plan(request.command, os.environ, request.via, request.jobs is not None)
     if request.explain:
         print(control.explain())
         for notice in control.notices:
             print(notice)
+        if control.via == "direct":
+            return 0  # no count: the command runs in bcrun's place
         print(explain_count(control.jobs, request, cpu_capacity()))
         from bcrun.remote import engine_of  # --explain only: not a start-up
 

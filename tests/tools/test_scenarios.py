@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from bcrun.control import choose_instance, send_command
+from bcrun.startcount import cpu_capacity, default_jobs
 from tests.helpers import Bcrun, has_ipv6_loopback, wait_until
 from tests.tools.conftest import Tool, get_tool
 from tests.tools.jobs import AT_ONCE_S, JobLog, make_project, write_ninja
@@ -111,6 +112,36 @@ def test_a_count_above_the_starting_j_is_obeyed(bcrun, tool, tmp_path):
     assert proc.wait(60) == 0
     assert log.finished() == 8
     assert log.max_running() == 6
+
+
+def test_the_tool_s_own_j_is_the_count_it_starts_at(bcrun, tool, tmp_path):
+    """``bcrun TOOL -jN``: N, not the CPUs, as ``TOOL -jN`` alone."""
+    own = default_jobs(cpu_capacity()) + 2
+    project = tmp_path / "p"
+    log = make_project(project, jobs=own + 2, seconds=0.5)
+    proc = bcrun.start(*tool.argv(project, own), env=build_env(bcrun, log))
+    assert proc.wait(60) == 0
+    assert log.finished() == own + 2
+    assert log.max_running() == own
+
+
+def test_a_serial_build_runs_as_it_is(bcrun, tool, tmp_path):
+    """``bcrun TOOL -j1`` (behind an alias, ``make -j1``): one job at a
+    time, as asked, with no controller; bcrun -v says so."""
+    project = tmp_path / "p"
+    log = make_project(project, jobs=4, seconds=0.2)
+    seen = tmp_path / "env.log"
+    result = bcrun.run(
+        "-v",
+        *tool.argv(project, 1),
+        env=build_env(bcrun, log, JOBENV=str(seen)),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "run as it is: -j 1 asks for a serial build" in result.stderr
+    assert log.finished() == 4
+    assert log.max_running() == 1
+    assert "env j0 BUILDSOCKET= BUILDTOKEN=\n" in seen.read_text()
 
 
 def test_without_j_the_count_is_obeyed(bcrun, tool, tmp_path):
