@@ -271,8 +271,8 @@ def runnable_threads(pid: int) -> int | None:
 def read_runnable_s(pid: int, threads: int = 1) -> dict[int, float] | None:
     """Seconds each thread of *pid* alive now has been runnable, by thread
     id: on a CPU or waiting for one (/proc/PID/task/TID/schedstat:
-    nanoseconds on a CPU, waiting, then timeslices).  None if it is gone, or the kernel keeps no such
-    count."""
+    nanoseconds on a CPU, waiting, then timeslices).  None if it is gone,
+    or the kernel keeps no such count."""
     tids = [pid]
     if threads > 1:
         try:

@@ -70,23 +70,26 @@ def test_runnable_threads_of_a_real_process_with_busy_threads():
         "import threading, time\n"
         "def spin():\n    while True: pass\n"
         "for _ in range(3): threading.Thread(target=spin, daemon=True).start()\n"
+        "print('started', flush=True)\n"
         "time.sleep(30)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", code])
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
+        assert child.stdout is not None and child.stdout.readline() == b"started\n"
+        # The main thread is asleep by then (busy, it was seen runnable too).
+        time.sleep(0.3)
         seen = 0
         deadline = time.monotonic() + 10
         while seen < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-            stat = proc.read_stat(child.pid)
-            if stat is not None and stat.threads == 4:
-                seen = proc.runnable_threads(child.pid) or 0
-        # The main thread sleeps; some of the three spinners are runnable
-        # (they share the GIL, so not always all three).
+            seen = proc.runnable_threads(child.pid) or 0
+        # Some of the three spinners are runnable (they share the GIL, so
+        # not always all three).
         assert 1 <= seen <= 3
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
     assert proc.runnable_threads(child.pid) is None
 
 
