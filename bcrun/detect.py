@@ -47,17 +47,26 @@ _MAKE_ARG_OPTIONS = set("CfIoWE")
 #: BSD make's, from its getopt string.
 _BSD_MAKE_ARG_OPTIONS = set("CDIJTVdfjmv")
 
-#: Where a j in a word of short options is a -j of its own: after none of
-#: these (the options, -j aside, that take an argument, or -l's and -O's
-#: optional one).
 #: The command-line dialect of a tool: GNU make's, ninja's (samurai's too)
 #: or BSD make's.
 Dialect = Literal["gnu", "ninja", "bsd"]
 
+#: Where a j in a word of short options is a -j of its own: after none of
+#: these (the options, -j aside, that take an argument, or -l's and -O's
+#: optional one).
 _BEFORE_J: dict[Dialect, frozenset[str]] = {
     "gnu": frozenset(_MAKE_ARG_OPTIONS | {"l", "O"}),
-    "ninja": frozenset("Cfdlt"),
+    "ninja": frozenset("Cdfkltw"),
     "bsd": frozenset(_BSD_MAKE_ARG_OPTIONS - {"j"}),
+}
+
+#: The dialect of a tool known by its name alone (``--via protocol``).
+_DIALECTS: dict[str, Dialect] = {
+    "make": "gnu",
+    "gmake": "gnu",
+    "ninja": "ninja",
+    "samu": "ninja",
+    "bmake": "bsd",
 }
 
 #: Programs that join an inherited GNU make jobserver wherever they run in
@@ -96,6 +105,9 @@ class Plan:
         self.makeflags: str | None = None
         #: The -jN taken from the command line, to start with.
         self.jobs: int | None = None
+        #: Whether the command line gave a count (-jN, or -j: unlimited),
+        #: which a count in MAKEFLAGS does not override.
+        self.counted = False
         #: Names of the jobserver clients whose direct children are jobs, for
         #: counting the tokens the build holds (none for cargo: rustc takes
         #: tokens of its own).
@@ -261,7 +273,13 @@ def plan(
     *count_given* whether bcrun was given a -j of its own."""
     if via == "protocol":
         name = os.path.basename(argv[0])
-        return Plan("protocol", name, "asked for with --via protocol", argv=list(argv))
+        result = Plan(
+            "protocol", name, "asked for with --via protocol", argv=list(argv)
+        )
+        dialect = _DIALECTS.get("ninja" if name.startswith("ninja") else name)
+        if dialect is not None:
+            result.jobs, _ = _own_count(result.argv, env, dialect)
+        return result
     with ProgramFacts(env) as facts:
         result = _detect(list(argv), env, facts, as_is=via == "auto")
     if via == "jobserver" and result.via != "jobserver":
@@ -390,7 +408,7 @@ def _detect_patched(
         result.reason += "; BSD make follows any count up to 1024, whatever its -j"
     elif name.startswith("ninja") or name == "samu":
         dialect = "ninja"
-    elif name in ("make", "gmake"):
+    elif facts.get(path, "version", tool_version).startswith("GNU Make"):
         dialect = "gnu"
     else:
         return result  # a tool whose options bcrun does not know
@@ -399,13 +417,23 @@ def _detect_patched(
         return Plan("direct", name, f"{idle} runs no job", argv=argv)
     if dialect == "bsd":
         result.notices += _bsd_make_notices(argv, env)
-    # Read as a jobserver's plan would take them off, but left in place.
-    read = Plan("protocol", name, "", argv=argv)
+    result.jobs, result.serial = _own_count(argv, env, dialect)
+    return result
+
+
+def _own_count(
+    argv: list[str], env: Mapping[str, str], dialect: Dialect
+) -> tuple[int | None, str | None]:
+    """The count a tool of *dialect* takes from its command line, else from
+    its variable (MAKEFLAGS, samurai's SAMUFLAGS), read as a jobserver's
+    plan would take them off; and the option asking for a serial build."""
+    read = Plan("protocol", "", "", argv=argv)
     _strip_jobs(read, "--jobs", _BEFORE_J[dialect])
     if dialect != "ninja":
-        _clean_makeflags(env.get("MAKEFLAGS", ""), read)
-    result.jobs, result.serial = read.jobs, read.serial
-    return result
+        _clean_makeflags(env.get("MAKEFLAGS", ""), read, dialect)
+    elif os.path.basename(argv[0]) == "samu":
+        _clean_makeflags(env.get("SAMUFLAGS", ""), read, dialect)
+    return read.jobs, read.serial
 
 
 def _bsd_make_notices(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
@@ -473,16 +501,17 @@ def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
     elif name != "cargo":
         dialect: Dialect = "ninja" if name.startswith("ninja") else "gnu"
         result.argv = _strip_jobs(result, "--jobs", _BEFORE_J[dialect])
-    result.makeflags = _clean_makeflags(env.get("MAKEFLAGS", ""), result)
+    # A count in MAKEFLAGS is make's (cmake's too, which may run make), and
+    # the jobserver's to replace.
+    makes = name != "cargo" and not name.startswith("ninja")
+    result.makeflags = _clean_makeflags(env.get("MAKEFLAGS", ""), result, count=makes)
 
 
 def _take_jobs(result: Plan, value: str | None, shown: str) -> None:
-    # The last count given wins, as in make.
-    if value is not None and value.isdigit():
-        result.jobs = int(value)
-        result.serial = shown if result.jobs == 1 else None
-    else:
-        result.serial = None
+    # The last count given wins, as in make; -j alone is no count.
+    result.counted = True
+    result.jobs = int(value) if value is not None and value.isdigit() else None
+    result.serial = shown if result.jobs == 1 else None
     result.notices.append(
         f"took {shown} off the command line: bcrun's jobserver sets the count"
     )
@@ -549,29 +578,48 @@ def _split_short(word: str, before_j: frozenset[str]) -> tuple[str, str | None]:
     return word, None
 
 
-def _clean_makeflags(makeflags: str, result: Plan) -> str:
-    """MAKEFLAGS without an inherited jobserver or job count; a count there
-    is *result*'s unless its command line has one (which make obeys)."""
+def _clean_makeflags(
+    makeflags: str, result: Plan, dialect: Dialect = "gnu", count: bool = True
+) -> str:
+    """MAKEFLAGS (or samurai's SAMUFLAGS) without a job count, for a tool of
+    *dialect*.  With *count*, the count there is *result*'s, unless the
+    command line gave one (which the tool obeys): make reads it, ninja
+    does not."""
     words = makeflags.split()
-    kept = []
-    commanded = result.jobs is not None
-    for index, word in enumerate(words):
-        if re.fullmatch(r"-j\d*|--jobs(=\d+)?", word):
-            if not commanded:
-                count = re.sub(r"\D", "", word)
-                result.jobs = int(count) if count else None
-                result.serial = f"{word} in MAKEFLAGS" if count == "1" else None
-            result.notices.append(
-                f"took {word} out of MAKEFLAGS: bcrun's jobserver sets the count"
-            )
+    kept: list[str] = []
+    commanded = result.counted or result.serial is not None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word == "--":
+            kept += words[i - 1 :]  # the variables of an enclosing GNU make
+            break
+        # GNU make writes its single-letter flags first, without a dash.
+        letters = (
+            dialect == "gnu" and i == 1 and not word.startswith("-") and "=" not in word
+        )
+        value: str | None
+        if re.fullmatch(r"--jobs(=\d*)?", word):
+            rest, value = "-", word.partition("=")[2]
+        else:
+            flags = "-" + word if letters else word
+            rest, value = _split_short(flags, _BEFORE_J[dialect])
+        if value is None:
+            kept.append(word)
             continue
-        if index == 0 and not word.startswith("-") and "j" in word and "=" not in word:
-            # The first word of MAKEFLAGS is single-letter flags without a dash.
-            result.notices.append(f"took j out of MAKEFLAGS' flags {word!r}")
-            word = re.sub(r"j\d*", "", word)
-            if not word:
-                continue
-        kept.append(word)
+        shown = word
+        if value == "" and i < len(words) and words[i].isdigit():
+            value, shown = words[i], f"{word} {words[i]}"  # BSD make's "-j 4"
+            i += 1
+        if count and not commanded:
+            result.jobs = int(value) if value else None
+            result.serial = f"{shown} in MAKEFLAGS" if result.jobs == 1 else None
+        result.notices.append(
+            f"took {shown} out of MAKEFLAGS: bcrun's jobserver sets the count"
+        )
+        if rest != "-":
+            kept.append(rest[1:] if letters else rest)
     return " ".join(kept)
 
 

@@ -152,8 +152,9 @@ class RunnableTime:
             if not whole or since is None or time_s <= since:
                 continue
             before = last.get(job.pid)
-            if before is not None and before[job.pid].start_s != root.start_s:
-                before = None  # another job on a reused pid
+            then_root = before.get(job.pid) if before is not None else None
+            if then_root is None or then_root.start_s != root.start_s:
+                before = None  # not seen, or another job on a reused pid
             if before is None:
                 if not all(_born(processes[pid], since) for pid in counts):
                     continue  # running before, and not seen then

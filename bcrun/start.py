@@ -293,7 +293,7 @@ def explain_count(taken: int | None, request: RunRequest, capacity: CpuLimit) ->
     adaptive target."""
     if request.jobs is not None:
         said = f"-j {request.jobs} (bcrun's -j)"
-    elif taken is not None:
+    elif taken:  # -j0: no count (ninja: unlimited); the CPUs are used
         said = f"-j {taken} (the tool's own -j)"
     else:
         said = f"-j {default_jobs(capacity)} ({capacity.source})"

@@ -14,6 +14,7 @@ from bcrun.detect import (
     _clean_makeflags,
     _runs_no_job,
     _strip_jobs,
+    _strip_overrides,
     plan,
 )
 
@@ -147,19 +148,56 @@ def test_cmake_parallel_options():
 
 
 @pytest.mark.parametrize(
-    ("makeflags", "expected"),
+    ("makeflags", "expected", "jobs"),
     [
-        ("", ""),
-        ("-k", "-k"),
-        ("-j4 -k", "-k"),
-        ("kj4 -l2", "k -l2"),
-        ("j", ""),
-        ("--jobs=3 --no-print-directory", "--no-print-directory"),
+        ("", "", None),
+        ("-k", "-k", None),
+        ("-j4 -k", "-k", 4),
+        ("kj4 -l2", "k -l2", 4),
+        ("kj1", "k", 1),
+        ("-kj1", "-k", 1),
+        ("-j 3 -k", "-k", 3),
+        ("j", "", None),
+        ("--jobs=3 --no-print-directory", "--no-print-directory", 3),
+        ("k -- CFLAGS=-j2", "k -- CFLAGS=-j2", None),  # a variable's value
+        ("-Cj", "-Cj", None),  # -C's argument
     ],
 )
-def test_makeflags_lose_their_job_count(makeflags, expected):
+def test_makeflags_lose_their_job_count(makeflags, expected, jobs):
     plan = Plan("jobserver", "make", "", "pipe", ["make"])
     assert _clean_makeflags(makeflags, plan) == expected
+    assert plan.jobs == jobs
+
+
+def test_bsd_make_s_own_makeflags_are_read():
+    plan = Plan("protocol", "bmake", "", argv=["bmake"])
+    assert _clean_makeflags(" -j 1 -J 15,16", plan, "bsd") == "-J 15,16"
+    assert (plan.jobs, plan.serial) == (1, "-j 1 in MAKEFLAGS")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "jobs", "serial"),
+    [
+        # The command line's count wins over MAKEFLAGS', -j alone too.
+        (["make", "-j"], {"MAKEFLAGS": "-j1"}, None, None),
+        (["make", "-j1", "-j"], {}, None, None),
+        (["make", "-j3"], {"MAKEFLAGS": "-j1"}, 3, None),
+        # ninja and cargo take no count from MAKEFLAGS.
+        (["ninja"], {"MAKEFLAGS": "-j1"}, None, None),
+        (["cargo", "build"], {"MAKEFLAGS": "-j3"}, None, None),
+        # cmake's serial level is not undone by MAKEFLAGS.
+        (
+            ["cmake", "--build", "b"],
+            {"CMAKE_BUILD_PARALLEL_LEVEL": "1", "MAKEFLAGS": "-j4"},
+            None,
+            "CMAKE_BUILD_PARALLEL_LEVEL=1",
+        ),
+    ],
+)
+def test_the_count_a_jobserver_build_starts_at(argv, env, jobs, serial):
+    plan = Plan("jobserver", argv[0], "", "pipe", argv)
+    _strip_overrides(plan, env)
+    assert (plan.jobs, plan.serial) == (jobs, serial)
 
 
 @pytest.mark.parametrize(
@@ -186,11 +224,13 @@ def test_a_patched_bsd_make_says_how_it_runs(argv, makeflags, expected):
 
 def patched_tool(directory: Path, name: str, bsd: bool = False) -> Path:
     """A program named *name* that holds what bcrun looks for in a patched
-    tool's executable (and BSD make's variable)."""
+    tool's executable (and BSD make's variable); one named make says it is
+    GNU make."""
     directory.mkdir(exist_ok=True)
     program = directory / name
     marks = "BUILDSOCKET .MAKE.JOBS" if bsd else "BUILDSOCKET"
-    program.write_text(f"#!/bin/sh\n# {marks}\nexit 0\n")
+    version = "GNU Make 4.4.1" if name == "make" else ""
+    program.write_text(f"#!/bin/sh\n# {marks}\necho {version}\n")
     program.chmod(0o755)
     return program
 
@@ -219,6 +259,7 @@ def patched_tool(directory: Path, name: str, bsd: bool = False) -> Path:
         ("bmake", True, ["-V", "CC"], "", "direct", None),
         ("bmake", True, ["-q"], "", "direct", None),
         ("samu", False, ["-t", "clean"], "", "direct", None),
+        ("samu", False, [], "", "protocol", None),
         # A patched tool bcrun does not know: its options are its own.
         ("mymake", False, ["-j1", "-n"], "", "protocol", None),
     ],
@@ -239,3 +280,20 @@ def test_a_patched_tool_s_serial_build_obeys_bcrun_s_own_count(tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     result = plan([program, "-j1"], env, count_given=True)
     assert (result.via, result.serial) == ("protocol", "-j1")
+
+
+def test_samurai_s_own_variable_holds_a_count_too(tmp_path):
+    program = str(patched_tool(tmp_path / "bin", "samu"))
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "SAMUFLAGS": "-v -j6"}
+    assert plan([program], env).jobs == 6
+    env["SAMUFLAGS"] = "-j1"
+    assert plan([program], env).via == "direct"
+    assert plan([program, "-j3"], env).jobs == 3
+
+
+def test_via_protocol_starts_a_tool_it_knows_at_its_own_count():
+    result = plan(["bmake", "-j", "5"], {}, via="protocol")
+    assert (result.via, result.jobs) == ("protocol", 5)
+    result = plan(["make", "-j1"], {}, via="protocol")  # asked for: controlled
+    assert (result.via, result.jobs) == ("protocol", 1)
+    assert plan(["mytool", "-j5"], {}, via="protocol").jobs is None

@@ -89,7 +89,8 @@ def test_runnable_threads_of_a_real_process_with_busy_threads():
     finally:
         child.kill()
         child.wait()
-        child.stdout.close()
+        if child.stdout is not None:
+            child.stdout.close()
     assert proc.runnable_threads(child.pid) is None
 
 
