@@ -106,9 +106,11 @@ class Counted(NamedTuple):
     #: Its CPU seconds with its reaped children's: what its reaper's count
     #: gains when it ends.
     cpu_s: float
-    #: When it started: a pid seen again with another start is another
-    #: process.
-    start_s: float
+
+
+#: A process: its pid and its start, since a pid seen again with another
+#: start is another process.
+Process = tuple[int, float]
 
 
 class RunnableTime:
@@ -126,7 +128,7 @@ class RunnableTime:
     out of that interval."""
 
     def __init__(self) -> None:
-        self._jobs: dict[int, dict[int, Counted]] = {}
+        self._jobs: dict[int, dict[Process, Counted]] = {}
         self._time_s: float | None = None
 
     def look(
@@ -151,21 +153,17 @@ class RunnableTime:
             self._jobs[job.pid] = counts
             if not whole or since is None or time_s <= since:
                 continue
-            before = last.get(job.pid)
-            then_root = before.get(job.pid) if before is not None else None
-            if then_root is None or then_root.start_s != root.start_s:
-                before = None  # not seen, or another job on a reused pid
-            if before is None:
-                if not all(_born(processes[pid], since) for pid in counts):
+            before = last.get(job.pid, {})
+            if (job.pid, root.start_s) not in before:
+                # Not seen then, or another job on a reused pid.
+                if not all(_born(processes[pid], since) for pid, _ in counts):
                     continue  # running before, and not seen then
                 before = {}
             grown = 0.0
-            for pid, now in counts.items():
-                then = before.get(pid)
-                if then is not None and then.start_s != now.start_s:
-                    then = None  # a reused pid: its process is new
+            for process, now in counts.items():
+                then = before.get(process)
                 if then is None:
-                    if _born(processes[pid], since):
+                    if _born(processes[process[0]], since):
                         grown += sum(now.threads.values()) + now.reaped_s
                     continue
                 grown += now.reaped_s - then.reaped_s
@@ -174,9 +172,7 @@ class RunnableTime:
                 )
             # An ended process's CPU time is now in its reaper's count.
             grown -= sum(
-                then.cpu_s
-                for pid, then in before.items()
-                if pid not in counts or counts[pid].start_s != then.start_s
+                then.cpu_s for process, then in before.items() if process not in counts
             )
             tasks += max(grown, 0.0)
             jobs_seen += min((time_s - max(root.start_s, since)) / (time_s - since), 1)
@@ -187,11 +183,11 @@ class RunnableTime:
 
 def _counts(
     job: Job, processes: Mapping[int, proc.ProcStat]
-) -> tuple[dict[int, Counted] | None, bool]:
+) -> tuple[dict[Process, Counted] | None, bool]:
     """The job's processes counted, and whether all of them were: one gone
     since the scan keeps its CPU time, to be taken back from its reaper's
     count at the next look.  None if the job's own process is gone."""
-    counts = {}
+    counts: dict[Process, Counted] = {}
     whole = True
     for pid in job.pids:
         process = processes.get(pid)
@@ -203,8 +199,8 @@ def _counts(
                 return None, False
             whole = False
             threads = {}
-        counts[pid] = Counted(
-            threads, process.children_cpu_s, process.cpu_s, process.start_s
+        counts[pid, process.start_s] = Counted(
+            threads, process.children_cpu_s, process.cpu_s
         )
     return counts, whole
 

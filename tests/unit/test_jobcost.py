@@ -86,6 +86,16 @@ def jobs_of(pids: Sequence[int]) -> tuple[tuple[Job, ...], dict[int, proc.ProcSt
     return jobs, processes
 
 
+def look(runnable: RunnableTime, pids: Sequence[int]) -> tuple[float, float] | None:
+    """*runnable*'s look at the processes *pids*, each a job, now."""
+    boot_now = time.clock_gettime(time.CLOCK_BOOTTIME)
+    return runnable.look(boot_now, *jobs_of(pids))
+
+
+#: A process busy until killed.
+BUSY = "while True: pass"
+
+
 def test_jobs_that_work_half_their_time_in_step_with_the_looks_cost_half():
     """Three jobs busy for the first 50 ms of every 100 ms, looked at every
     0.5 s at 20 ms into a period: each look sees them all running, the
@@ -118,17 +128,13 @@ def test_jobs_that_work_half_their_time_in_step_with_the_looks_cost_half():
 
 
 def test_a_job_born_between_two_looks_counts_for_the_time_it_lived():
-    busy = "import time\nwhile True: pass\n"
     runnable = RunnableTime()
-    assert runnable.look(time.clock_gettime(time.CLOCK_BOOTTIME), (), {}) is None
+    assert look(runnable, []) is None
     time.sleep(0.3)
-    child = subprocess.Popen([sys.executable, "-c", busy])
+    child = subprocess.Popen([sys.executable, "-c", BUSY])
     try:
         time.sleep(0.3)
-        jobs, processes = jobs_of([child.pid])
-        tasks, jobs_seen = runnable.look(
-            time.clock_gettime(time.CLOCK_BOOTTIME), jobs, processes
-        ) or (0.0, 0.0)
+        tasks, jobs_seen = look(runnable, [child.pid]) or (0.0, 0.0)
     finally:
         child.kill()
         child.wait()
@@ -195,9 +201,7 @@ def test_a_thread_that_ends_between_two_looks_takes_nothing_back():
             assert time.monotonic() < deadline, "the busy thread never started"
             time.sleep(0.01)
         for _ in range(5):
-            boot_now = time.clock_gettime(time.CLOCK_BOOTTIME)
-            jobs, processes = jobs_of([child.pid])
-            mean = runnable.look(boot_now, jobs, processes)
+            mean = look(runnable, [child.pid])
             if mean is not None:
                 looks.append(mean[0] / mean[1])
             time.sleep(0.25)
@@ -211,7 +215,6 @@ def test_a_thread_that_ends_between_two_looks_takes_nothing_back():
 
 
 NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
-BUSY = "while True: pass"
 
 
 def spawn_as(pid: int) -> subprocess.Popen[bytes] | None:
@@ -240,8 +243,7 @@ def test_a_job_on_a_reused_pid_counts_from_its_own_start():
     second = None
     try:
         time.sleep(0.2)
-        jobs, processes = jobs_of([first.pid])
-        runnable.look(time.clock_gettime(time.CLOCK_BOOTTIME), jobs, processes)
+        look(runnable, [first.pid])
         time.sleep(0.6)  # A runs up 0.8 s
         first.kill()
         first.wait()
@@ -249,10 +251,7 @@ def test_a_job_on_a_reused_pid_counts_from_its_own_start():
         if second is None:
             pytest.skip(f"pid {first.pid} was taken by another process 50 times")
         time.sleep(0.3)
-        jobs, processes = jobs_of([second.pid])
-        tasks, jobs_seen = runnable.look(
-            time.clock_gettime(time.CLOCK_BOOTTIME), jobs, processes
-        ) or (0.0, 0.0)
+        tasks, jobs_seen = look(runnable, [second.pid]) or (0.0, 0.0)
     finally:
         for child in (first, second):
             if child is not None and child.poll() is None:
@@ -265,7 +264,7 @@ def test_a_job_on_a_reused_pid_counts_from_its_own_start():
 
 
 def test_runnable_time_of_a_busy_and_a_sleeping_process():
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])
     asleep = subprocess.Popen(["sleep", "30"])
     try:
         time.sleep(0.2)
