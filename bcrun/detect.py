@@ -29,7 +29,7 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -40,27 +40,27 @@ if TYPE_CHECKING:
 
 Via = Literal["protocol", "jobserver", "none", "direct"]
 
-#: GNU make's short options that take an argument (the rest of the word, or
-#: the next word): a 'j' after one of them is part of its argument.
-_MAKE_ARG_OPTIONS = set("CfIoWE")
-
-#: BSD make's, from its getopt string.
-_BSD_MAKE_ARG_OPTIONS = set("CDIJTVdfjmv")
-
 #: The command-line dialect of a tool: GNU make's, ninja's (samurai's too)
 #: or BSD make's.
 Dialect = Literal["gnu", "ninja", "bsd"]
 
-#: Where a j in a word of short options is a -j of its own: after none of
-#: these (the options, -j aside, that take an argument, or -l's and -O's
-#: optional one).
-_BEFORE_J: dict[Dialect, frozenset[str]] = {
-    "gnu": frozenset(_MAKE_ARG_OPTIONS | {"l", "O"}),
-    "ninja": frozenset("Cdfkltw"),
-    "bsd": frozenset(_BSD_MAKE_ARG_OPTIONS - {"j"}),
+#: Each dialect's short options that take an argument: the rest of the
+#: word, else the next word (from their getopt strings).
+_ARGUMENT_OPTIONS: dict[Dialect, frozenset[str]] = {
+    "gnu": frozenset("CfIoWE"),
+    "ninja": frozenset("Cdfjkltw"),
+    "bsd": frozenset("CDIJTVdfjmv"),
 }
 
-#: The dialect of a tool known by its name alone (``--via protocol``).
+#: Where a j in a word of short options is a -j of its own: after none of
+#: these (the options, -j aside, that take an argument, or GNU make's -l's
+#: and -O's optional one).
+_BEFORE_J: dict[Dialect, frozenset[str]] = {
+    dialect: (options | ({"l", "O"} if dialect == "gnu" else set())) - {"j"}
+    for dialect, options in _ARGUMENT_OPTIONS.items()
+}
+
+#: The dialect of a tool known by its name (ninja's as ninja-*, too).
 _DIALECTS: dict[str, Dialect] = {
     "make": "gnu",
     "gmake": "gnu",
@@ -276,7 +276,7 @@ def plan(
         result = Plan(
             "protocol", name, "asked for with --via protocol", argv=list(argv)
         )
-        dialect = _DIALECTS.get("ninja" if name.startswith("ninja") else name)
+        dialect = _dialect_of(name)
         if dialect is not None:
             result.jobs, _ = _own_count(result.argv, env, dialect)
         return result
@@ -332,7 +332,7 @@ def _detect(
     if facts.get(path, "buildsocket", _says_buildsocket) == "yes":
         return _detect_patched(argv, env, facts, path, as_is)
     version = facts.get(path, "version", tool_version)
-    ninja = name.startswith("ninja") or name == "samu"
+    ninja = _dialect_of(name) == "ninja"
     if version.startswith("GNU Make"):
         number = _version_tuple(version)
         tool = f"GNU make {'.'.join(map(str, number))}"
@@ -406,7 +406,7 @@ def _detect_patched(
     if facts.get(path, "bsd-make", _says_bsd_make) == "yes":
         dialect = "bsd"
         result.reason += "; BSD make follows any count up to 1024, whatever its -j"
-    elif name.startswith("ninja") or name == "samu":
+    elif _dialect_of(name) == "ninja":
         dialect = "ninja"
     elif facts.get(path, "version", tool_version).startswith("GNU Make"):
         dialect = "gnu"
@@ -436,24 +436,48 @@ def _own_count(
     return read.jobs, read.serial
 
 
+def _dialect_of(name: str) -> Dialect | None:
+    """The dialect of the tool called *name*, if bcrun knows it by name."""
+    return "ninja" if name.startswith("ninja") else _DIALECTS.get(name)
+
+
+def _options(
+    words: Sequence[str],
+    arguments: Collection[str],
+    long_arguments: Collection[str] = (),
+) -> Iterator[str]:
+    """The options of *words* up to ``--``: each short one as ``-x``
+    (``-kj4``: ``-k``, ``-j``), each long one by its name; the arguments of
+    *arguments* (the rest of the word, else the next word) and of
+    *long_arguments* (after ``=``, else the next word) skipped."""
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        if word == "--":
+            return
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            yield name
+            skip = name in long_arguments and "=" not in word
+        elif word.startswith("-"):
+            for pos, letter in enumerate(word[1:]):
+                yield f"-{letter}"
+                if letter in arguments:
+                    skip = pos == len(word) - 2
+                    break
+
+
 def _bsd_make_notices(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     """What a patched BSD make does differently under bcrun: without -j it
     runs its job engine, not compat mode (patches/bmake/NOTES.md)."""
-    flags: set[str] = set()
-    words = [*argv[1:], *env.get("MAKEFLAGS", "").split()]
-    argument_next = False
-    for word in words:
-        if argument_next or not word.startswith("-") or word in ("-", "--"):
-            argument_next = False
-            continue
-        for pos, letter in enumerate(word[1:], start=1):
-            flags.add(letter)
-            if letter in _BSD_MAKE_ARG_OPTIONS:
-                argument_next = pos == len(word) - 1
-                break
-    if "B" in flags:
+    arguments = _ARGUMENT_OPTIONS["bsd"]
+    flags = {*_options(argv[1:], arguments)}
+    flags.update(_options(env.get("MAKEFLAGS", "").split(), arguments))
+    if "-B" in flags:
         return ["-B: BSD make's compat mode is not controlled (no count applies)"]
-    if "j" not in flags:
+    if "-j" not in flags:
         return [
             "no -j: BSD make runs its job engine at the count rather than compat "
             "mode: each target's commands run in one shell, as with -j "
@@ -499,11 +523,11 @@ def _strip_overrides(result: Plan, env: Mapping[str, str]) -> None:
                 "removed CMAKE_BUILD_PARALLEL_LEVEL: cmake would pass -j and escape the jobserver"
             )
     elif name != "cargo":
-        dialect: Dialect = "ninja" if name.startswith("ninja") else "gnu"
+        dialect = _dialect_of(name) or "gnu"
         result.argv = _strip_jobs(result, "--jobs", _BEFORE_J[dialect])
     # A count in MAKEFLAGS is make's (cmake's too, which may run make), and
     # the jobserver's to replace.
-    makes = name != "cargo" and not name.startswith("ninja")
+    makes = name != "cargo" and _dialect_of(name) != "ninja"
     result.makeflags = _clean_makeflags(env.get("MAKEFLAGS", ""), result, count=makes)
 
 
@@ -653,36 +677,19 @@ def _runs_no_job(
 ) -> str | None:
     """The option of *argv*, or of MAKEFLAGS, after which a tool of
     *dialect* runs no job; None if it builds."""
+    long_arguments: frozenset[str] = frozenset()
     if dialect == "ninja":
         idle, idle_long = _NINJA_IDLE_LETTERS, _NINJA_IDLE_LONG
-        arguments, long_arguments = "Cfjkldw", frozenset[str]()
     elif dialect == "bsd":
-        idle, idle_long = _BSD_MAKE_IDLE_LETTERS, frozenset[str]()
-        arguments, long_arguments = "".join(_BSD_MAKE_ARG_OPTIONS), frozenset[str]()
+        idle, idle_long = _BSD_MAKE_IDLE_LETTERS, frozenset()
     else:
         idle, idle_long = _MAKE_IDLE_LETTERS, _MAKE_IDLE_LONG
-        arguments, long_arguments = "".join(_MAKE_ARG_OPTIONS), _MAKE_LONG_ARGUMENTS
-    words = list(argv[1:])
-    skip = False
-    for word in words:
-        if skip:
-            skip = False
-            continue
-        if word == "--":
-            break
-        if word.startswith("--"):
-            name = word.split("=", 1)[0]
-            if name in idle_long:
-                return word
-            skip = name in long_arguments and "=" not in word
-        elif word.startswith("-"):
-            for pos, letter in enumerate(word[1:]):
-                if letter in idle:
-                    return f"-{letter}"
-                if letter in arguments:
-                    # The rest of the word is its argument, else the next word.
-                    skip = pos == len(word) - 2
-                    break
+        long_arguments = _MAKE_LONG_ARGUMENTS
+    idle_options = {f"-{letter}" for letter in idle} | idle_long
+    arguments = _ARGUMENT_OPTIONS[dialect]
+    for option in _options(argv[1:], arguments, long_arguments):
+        if option in idle_options:
+            return option
     if dialect == "gnu":
         # The flags an enclosing make passes on: single letters first.
         first = env.get("MAKEFLAGS", "").split()[:1]
