@@ -52,11 +52,14 @@ _ARGUMENT_OPTIONS: dict[Dialect, frozenset[str]] = {
     "bsd": frozenset("CDIJTVdfjmv"),
 }
 
+#: GNU make's options whose argument is optional: the rest of the word only
+#: (``-Oline``, ``-l2``, ``-j4``).
+_OPTIONAL_ARGUMENTS = frozenset("jlO")
+
 #: Where a j in a word of short options is a -j of its own: after none of
-#: these (the options, -j aside, that take an argument, or GNU make's -l's
-#: and -O's optional one).
+#: these (the options, -j aside, that take an argument).
 _BEFORE_J: dict[Dialect, frozenset[str]] = {
-    dialect: (options | ({"l", "O"} if dialect == "gnu" else set())) - {"j"}
+    dialect: (options | (_OPTIONAL_ARGUMENTS if dialect == "gnu" else set())) - {"j"}
     for dialect, options in _ARGUMENT_OPTIONS.items()
 }
 
@@ -445,11 +448,13 @@ def _options(
     words: Sequence[str],
     arguments: Collection[str],
     long_arguments: Collection[str] = (),
+    optional: Collection[str] = (),
 ) -> Iterator[str]:
     """The options of *words* up to ``--``: each short one as ``-x``
     (``-kj4``: ``-k``, ``-j``), each long one by its name; the arguments of
-    *arguments* (the rest of the word, else the next word) and of
-    *long_arguments* (after ``=``, else the next word) skipped."""
+    *arguments* (the rest of the word, else the next word), of *optional*
+    (the rest of the word) and of *long_arguments* (after ``=``, else the
+    next word) skipped."""
     skip = False
     for word in words:
         if skip:
@@ -466,6 +471,8 @@ def _options(
                 yield f"-{letter}"
                 if letter in arguments:
                     skip = pos == len(word) - 2
+                    break
+                if letter in optional:
                     break
 
 
@@ -678,16 +685,17 @@ def _runs_no_job(
     """The option of *argv*, or of MAKEFLAGS, after which a tool of
     *dialect* runs no job; None if it builds."""
     long_arguments: frozenset[str] = frozenset()
+    optional: frozenset[str] = frozenset()
     if dialect == "ninja":
         idle, idle_long = _NINJA_IDLE_LETTERS, _NINJA_IDLE_LONG
     elif dialect == "bsd":
         idle, idle_long = _BSD_MAKE_IDLE_LETTERS, frozenset()
     else:
         idle, idle_long = _MAKE_IDLE_LETTERS, _MAKE_IDLE_LONG
-        long_arguments = _MAKE_LONG_ARGUMENTS
+        long_arguments, optional = _MAKE_LONG_ARGUMENTS, _OPTIONAL_ARGUMENTS
     idle_options = {f"-{letter}" for letter in idle} | idle_long
     arguments = _ARGUMENT_OPTIONS[dialect]
-    for option in _options(argv[1:], arguments, long_arguments):
+    for option in _options(argv[1:], arguments, long_arguments, optional):
         if option in idle_options:
             return option
     if dialect == "gnu":

@@ -104,6 +104,11 @@ def test_a_serial_count_in_makeflags_is_noted_unless_the_command_line_has_one():
         # The argument of an option is no option.
         (["make", "-C", "-n"], "", None),
         (["make", "-Cn"], "", None),
+        # -O's, -l's and -j's argument is the rest of the word.
+        (["make", "-Oline"], "", None),
+        (["make", "-Otarget", "-j4"], "", None),
+        (["make", "-kOnone"], "", None),
+        (["make", "-O", "-n"], "", "-n"),
         (["make", "-f", "-q"], "", None),
         (["make", "--file", "--version"], "", None),
         (["make", "--file=x", "-n"], "", "-n"),
