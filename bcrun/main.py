@@ -31,10 +31,16 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         cli.main(args)
     try:
         result = run(request)
+        sys.stdout.flush()  # --explain's lines, where a reader gone shows
     except BcrunError as err:
         fail(err)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        # What read --explain's lines has gone (| head -1): end as a tool
+        # killed by SIGPIPE, with nothing more to flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + 13)
     finish(result)
 
 

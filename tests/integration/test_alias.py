@@ -3,6 +3,7 @@ gives it, output and status, in every case a habit meets."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -200,3 +201,25 @@ def test_a_serial_build_is_refused_only_through_a_forced_jobserver(
     assert result.returncode == 125
     assert "asks for a serial build" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_explain_to_a_reader_that_has_gone_ends_without_a_traceback(
+    bcrun: Bcrun,
+) -> None:
+    """``bcrun --explain make | head -1``: the lines after the first find
+    no reader."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = bcrun.run(
+            "--explain",
+            "make",
+            "-j4",
+            capture_output=False,
+            stdout=write,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 141
+    assert result.stderr == ""
